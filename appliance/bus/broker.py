@@ -1,0 +1,419 @@
+"""The bus broker: routes frames between daemons over one Unix stream socket.
+
+Per frame it decodes the small envelope, validates the payload against the topic's declared
+type, and forwards the frame's original bytes to every matching subscriber, so a message is
+encoded once by its publisher and never again.
+
+Slow consumers: a connection is written to directly while its transport accepts data. When the
+transport pauses (kernel buffer and asyncio's high-water mark full), further frames go into a
+per-connection pending map: telemetry and state are latest-wins per topic (the replaced frame is
+dropped and counted); events and replies queue up to `event_queue`, past which the consumer is
+disconnected (it resumes by seq). No consumer can make the broker buffer without bound, and none
+can slow the others down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from appliance.bus import framing
+from appliance.bus.framing import ErrorInfo, Frame, FrameDecoder, encode_frame, encode_payload
+from appliance.bus.topics import Delivery, EchoParams, TopicSpec, matches, method_spec, topic_spec
+from appliance.errors import FrameError
+
+log = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")
+_HIGH_WATER = 256 * 1024
+
+
+@dataclass
+class BrokerStats:
+    connections: int = 0
+    refused: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    cut_off: int = 0
+    bad_frames: int = 0
+
+
+@dataclass
+class _Pending:
+    """Frames held for a paused connection, in arrival order."""
+
+    frames: dict[object, bytes] = field(default_factory=dict)
+    events: int = 0
+    counter: int = 0
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.decoder = FrameDecoder(broker.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.name = "?"
+        self.peer: tuple[int, int, int] = (0, -1, -1)
+        self.patterns: list[str] = []
+        self.paused = False
+        self.pending = _Pending()
+        self.closed = False
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<client {self.name} pid={self.peer[0]}>"
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            self.peer = _PEERCRED.unpack(raw)
+        except OSError as exc:
+            log.warning("cannot read peer credentials: %s", exc)
+            self.peer = (0, -1, -1)
+        pid, uid, gid = self.peer
+        if not self.broker.peer_allowed(uid, gid):
+            self.broker.stats.refused += 1
+            log.warning(
+                "refused bus client pid=%d uid=%d gid=%d: not an allowed user or group", pid, uid, gid
+            )
+            self.close("permission", "peer uid/gid not allowed on this bus")
+            return
+        self.broker.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.broker.remove(self)
+
+    def data_received(self, data: bytes) -> None:
+        frames = self.decoder.feed(data)
+        broker = self.broker
+        for frame in frames:
+            if self.closed:
+                return
+            try:
+                broker.handle(self, frame)
+            except FrameError as exc:
+                broker.stats.bad_frames += 1
+                log.warning("closing %r: %s", self, exc)
+                self.close("bad-frame", str(exc))
+                return
+        if self.decoder.error is not None and not self.closed:
+            broker.stats.bad_frames += 1
+            log.warning("closing %r: %s", self, self.decoder.error)
+            self.close("bad-frame", str(self.decoder.error))
+        broker.flush()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        pending = self.pending
+        if not pending.frames or self.transport is None:
+            return
+        frames = pending.frames
+        self.pending = _Pending()
+        self.transport.writelines(frames.values())
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def send(self, data: bytes, delivery: Delivery, topic: str) -> None:
+        if self.closed or self.transport is None:
+            return
+        if not self.paused:
+            self.broker.out_batch.setdefault(self, []).append(data)
+            return
+        pending = self.pending
+        if delivery is Delivery.EVENT:
+            pending.counter += 1
+            pending.frames[pending.counter] = data
+            pending.events += 1
+            if pending.events > self.broker.event_queue:
+                self.broker.stats.cut_off += 1
+                log.warning("cutting off %r: %d events pending; it resumes by seq", self, pending.events)
+                self.close("too-slow", f"more than {self.broker.event_queue} events pending")
+        else:
+            if pending.frames.pop(topic, None) is not None:
+                self.dropped += 1
+                self.broker.stats.dropped += 1
+            pending.frames[topic] = data
+
+    def close(self, code: str, message: str) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.closed = True
+        self.broker.out_batch.pop(self, None)
+        with contextlib.suppress(Exception):
+            # Tell the client why before closing: it logs the reason and knows not to retry a
+            # frame the broker refuses.
+            self.transport.write(encode_frame("err", "", encode_payload(ErrorInfo(code, message))))
+        self.transport.close()
+        self.broker.remove(self)
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        max_frame: int = framing.DEFAULT_MAX_FRAME,
+        event_queue: int = 4096,
+        allowed_uids: Iterable[int] = (),
+        allowed_gids: Iterable[int] = (),
+    ) -> None:
+        self.max_frame = max_frame
+        self.event_queue = event_queue
+        self.allowed_uids = {0, os.getuid(), *allowed_uids}
+        self.allowed_gids = set(allowed_gids)
+        self.clients: set[Connection] = set()
+        self.retained: dict[str, bytes] = {}
+        self.servers: dict[str, Connection] = {}
+        # In-flight requests: broker id -> (requester, requester's id, method, server).
+        self.inflight: dict[int, tuple[Connection, int, str, Connection]] = {}
+        self._next_id = 0
+        self._routes: dict[str, list[Connection]] = {}
+        self.topic_counts: dict[str, int] = {}
+        self.stats = BrokerStats()
+        self.out_batch: dict[Connection, list[bytes]] = {}
+        self._decoders: dict[type, msgspec.msgpack.Decoder[object]] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.started = time.monotonic()
+
+    # --- connections ------------------------------------------------------------------------
+
+    def peer_allowed(self, uid: int, gid: int) -> bool:
+        return uid in self.allowed_uids or gid in self.allowed_gids
+
+    def add(self, conn: Connection) -> None:
+        self.clients.add(conn)
+        self.stats.connections += 1
+
+    def remove(self, conn: Connection) -> None:
+        if conn not in self.clients:
+            return
+        self.clients.discard(conn)
+        self.out_batch.pop(conn, None)
+        if conn.patterns:
+            self._routes.clear()
+        for method in [m for m, c in self.servers.items() if c is conn]:
+            del self.servers[method]
+        for rid, (requester, req_id, method, server) in list(self.inflight.items()):
+            if requester is conn:
+                del self.inflight[rid]
+            elif server is conn:
+                # The server went away mid-request: answer now rather than let it time out.
+                del self.inflight[rid]
+                self._error(requester, method, req_id, "server-gone", f"{method}: server disconnected")
+        self.flush()
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def _decoder(self, typ: type) -> msgspec.msgpack.Decoder[object]:
+        dec = self._decoders.get(typ)
+        if dec is None:
+            dec = self._decoders[typ] = msgspec.msgpack.Decoder(typ)
+        return dec
+
+    def _validate(self, typ: type, payload: msgspec.Raw, what: str) -> object:
+        try:
+            return self._decoder(typ).decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise FrameError(f"{what}: payload is not a valid {typ.__name__}: {exc}") from None
+
+    def route(self, topic: str) -> list[Connection]:
+        targets = self._routes.get(topic)
+        if targets is None:
+            targets = [c for c in self.clients if any(matches(p, topic) for p in c.patterns)]
+            self._routes[topic] = targets
+        return targets
+
+    def handle(self, conn: Connection, frame: Frame) -> None:
+        self.stats.frames_in += 1
+        env = frame.env
+        kind = env.kind
+        if kind == "pub":
+            spec = topic_spec(env.topic)
+            if spec is None:
+                raise FrameError(f"unknown topic {env.topic!r}")
+            self._check_attachment(spec, frame)
+            self._validate(spec.type, env.payload, env.topic)
+            self.topic_counts[env.topic] = self.topic_counts.get(env.topic, 0) + 1
+            if spec.delivery is Delivery.STATE:
+                self.retained[env.topic] = frame.raw
+            for target in self.route(env.topic):
+                target.send(frame.raw, spec.delivery, env.topic)
+        elif kind == "req":
+            self._request(conn, frame)
+        elif kind in ("rep", "err"):
+            self._reply(conn, frame)
+        elif kind == "sub":
+            self._check_pattern(env.topic)
+            if env.topic not in conn.patterns:
+                conn.patterns.append(env.topic)
+                self._routes.clear()
+            for topic, raw in self.retained.items():
+                if matches(env.topic, topic):
+                    conn.send(raw, Delivery.STATE, topic)
+        elif kind == "unsub":
+            if env.topic in conn.patterns:
+                conn.patterns.remove(env.topic)
+                self._routes.clear()
+        elif kind == "serve":
+            if method_spec(env.topic) is None:
+                raise FrameError(f"unknown method {env.topic!r}")
+            previous = self.servers.get(env.topic)
+            if previous is not None and previous is not conn:
+                log.info("%s: %r replaces %r as server", env.topic, conn, previous)
+            self.servers[env.topic] = conn
+        elif kind == "unserve":
+            if self.servers.get(env.topic) is conn:
+                del self.servers[env.topic]
+        elif kind == "hello":
+            name = self._validate(str, env.payload, "hello")
+            assert isinstance(name, str)
+            conn.name = name[:64]
+            log.debug("client %r connected", conn)
+
+    def _check_attachment(self, spec: TopicSpec, frame: Frame) -> None:
+        if frame.attachment is not None and not spec.attachment:
+            raise FrameError(f"{spec.name} takes no attachment")
+
+    @staticmethod
+    def _check_pattern(pattern: str) -> None:
+        if not pattern or len(pattern) > 256 or "*" in pattern[:-1]:
+            raise FrameError(f"bad subscription pattern {pattern!r}")
+
+    def _request(self, conn: Connection, frame: Frame) -> None:
+        env = frame.env
+        spec = method_spec(env.topic)
+        if spec is None:
+            self._error(conn, env.topic, env.seq, "no-such-method", f"unknown method {env.topic!r}")
+            return
+        params = self._validate(spec.params, env.payload, env.topic)
+        if env.topic == "bus.echo":
+            assert isinstance(params, EchoParams)
+            reply = encode_frame("rep", env.topic, env.payload, seq=env.seq, ts=env.ts)
+            conn.send(reply, Delivery.EVENT, "")
+            return
+        server = self.servers.get(env.topic)
+        if server is None:
+            self._error(conn, env.topic, env.seq, "no-such-method", f"nobody serves {env.topic}")
+            return
+        self._next_id += 1
+        rid = self._next_id
+        self.inflight[rid] = (conn, env.seq, env.topic, server)
+        fwd = encode_frame("req", env.topic, bytes(env.payload), seq=rid, ts=env.ts)
+        server.send(fwd, Delivery.EVENT, "")
+
+    def _reply(self, conn: Connection, frame: Frame) -> None:
+        env = frame.env
+        entry = self.inflight.pop(env.seq, None)
+        if entry is None:
+            return  # the requester left or the id is stale: nothing to deliver
+        requester, req_id, method, server = entry
+        if server is not conn:
+            self.inflight[env.seq] = entry
+            raise FrameError(f"reply to request {env.seq} from a client that was not asked")
+        if env.kind == "rep":
+            spec = method_spec(method)
+            assert spec is not None
+            try:
+                self._validate(spec.result, env.payload, method)
+            except FrameError as exc:
+                self._error(requester, method, req_id, "bad-reply", str(exc))
+                raise
+        out = encode_frame(env.kind, method, bytes(env.payload), seq=req_id, ts=env.ts)
+        requester.send(out, Delivery.EVENT, "")
+
+    def _error(self, conn: Connection, method: str, req_id: int, code: str, message: str) -> None:
+        conn.send(
+            encode_frame("err", method, encode_payload(ErrorInfo(code, message)), seq=req_id),
+            Delivery.EVENT,
+            "",
+        )
+
+    def flush(self) -> None:
+        """Write what this round of input produced, one writelines call per connection."""
+        batch = self.out_batch
+        if not batch:
+            return
+        self.out_batch = {}
+        for conn, frames in batch.items():
+            if conn.closed or conn.transport is None:
+                continue
+            self.stats.frames_out += len(frames)
+            conn.transport.writelines(frames)
+
+    # --- serving ----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        path: Path | None,
+        *,
+        sock: socket.socket | None = None,
+        mode: int = 0o660,
+        group: int | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is None:
+            assert path is not None
+            sock = bind_socket(path, mode, group)
+        self.server = await loop.create_unix_server(lambda: Connection(self), sock=sock)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.clients):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+def bind_socket(path: Path, mode: int, group: int | None) -> socket.socket:
+    """Bind a listening Unix socket at path, replacing a stale socket file left by a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Bind with a tight umask so the socket is never reachable with looser permissions.
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    if group is not None:
+        os.chown(path, -1, group)
+    os.chmod(path, mode)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def group_ids(names: Iterable[str]) -> list[int]:
+    gids = []
+    for name in names:
+        try:
+            gids.append(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            log.debug("group %s does not exist here; ignored", name)
+    return gids

@@ -1,0 +1,489 @@
+"""The async bus client every daemon uses.
+
+    async with BusClient(path, "thermal") as bus:
+        await bus.publish("thermal.status", ThermalStatus(state="ok"))
+        async for rx in bus.subscribe("screening.*"):
+            ...
+        page = await bus.request("screening.events_since", EventsSince(seq=41))
+        bus.serve("camera.keyframe", handler)
+
+The client reconnects by itself with backoff and jitter, subscribes again, registers its
+methods again and re-publishes its last state values (the broker lost its retained values if it
+restarted), so a broker restart shows to the daemon only as a short gap. While disconnected,
+telemetry is dropped, the last state per topic is kept, and events wait in a bounded outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from appliance.bus.framing import DEFAULT_MAX_FRAME, ErrorInfo, Frame, FrameDecoder, encode_frame
+from appliance.bus.topics import Delivery, Message, TopicSpec, matches, method_spec, topic_spec
+from appliance.errors import BusError, FrameError, NoSuchMethod, NotConnected, RemoteError, RequestTimeout
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+Handler = Callable[[Any], Awaitable[Message]]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+
+
+def _decode(typ: type[M], payload: msgspec.Raw | bytes) -> M:
+    dec = _decoders.get(typ)
+    if dec is None:
+        dec = _decoders[typ] = msgspec.msgpack.Decoder(typ)
+    result: M = dec.decode(payload)
+    return result
+
+
+@dataclass(slots=True)
+class Received:
+    topic: str
+    seq: int
+    ts: float
+    msg: Message
+    attachment: bytes | None = None
+
+
+class Subscription:
+    """An async iterator over messages matching one pattern.
+
+    Bounded: past `maxsize`, telemetry and state drop their oldest message (counted in
+    `dropped`); events make the client stop reading from the socket until the consumer catches
+    up, which hands the policy to the broker (it cuts off a consumer that stays behind).
+    """
+
+    def __init__(self, client: BusClient, pattern: str, maxsize: int) -> None:
+        self.client = client
+        self.pattern = pattern
+        self.maxsize = maxsize
+        self.queue: deque[Received] = deque()
+        self.dropped = 0
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _put(self, item: Received, delivery: Delivery) -> None:
+        if len(self.queue) >= self.maxsize:
+            if delivery is Delivery.EVENT:
+                self.client._hold_reading(self)
+            else:
+                self.queue.popleft()
+                self.dropped += 1
+        self.queue.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Received]:
+        return self
+
+    async def __anext__(self) -> Received:
+        while not self.queue:
+            if self.closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self.queue.popleft()
+        if len(self.queue) <= self.maxsize // 2:
+            self.client._release_reading(self)
+        return item
+
+    async def get(self, timeout: float | None = None) -> Received:
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.client._unsubscribe(self)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: BusClient) -> None:
+        self.client = client
+        self.decoder = FrameDecoder(client.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.paused = False
+        self.drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.client._on_frame(frame)
+        if self.decoder.error is not None and self.transport is not None:
+            log.error("bus: malformed frame from the broker (%s); reconnecting", self.decoder.error)
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.drained = None
+
+    async def drain(self) -> None:
+        if self.paused and not self.lost.done():
+            if self.drained is None:
+                self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+
+
+class BusClient:
+    def __init__(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        backoff_initial: float = 0.02,
+        backoff_max: float = 2.0,
+        outbox: int = 4096,
+    ) -> None:
+        self.path = str(path)
+        self.name = name
+        self.max_frame = max_frame
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._proto: _Protocol | None = None
+        self._connected = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self._subs: list[Subscription] = []
+        self._routes: dict[str, list[Subscription]] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, asyncio.Future[Received]] = {}
+        self._ids = itertools.count(1)
+        self._seqs: dict[str, int] = {}
+        self._states: dict[str, bytes] = {}
+        self._outbox: deque[bytes] = deque(maxlen=outbox)
+        self._held: set[Subscription] = set()
+        self.reconnects = 0
+        self.dropped_while_down = 0
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BusClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def connect(self, timeout: float | None = 10.0) -> None:
+        """Start the connection loop and wait for the first connection."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name=f"bus-client-{self.name}")
+        await self.wait_connected(timeout)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise NotConnected(f"no bus at {self.path} after {timeout} s") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        for sub in list(self._subs):
+            sub.close()
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in list(self._handler_tasks):
+            task.cancel()
+        await asyncio.gather(*self._handler_tasks, return_exceptions=True)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NotConnected("bus client closed"))
+        self._pending.clear()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.backoff_initial
+        failures = 0
+        while not self._closing:
+            try:
+                _, proto = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
+            except OSError as exc:
+                failures += 1
+                if failures == 1 or failures % 50 == 0:
+                    log.warning("bus: cannot connect to %s (%s); retrying", self.path, exc.strerror)
+                # Full jitter, so daemons restarted together do not reconnect in lockstep.
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            if failures or self.reconnects:
+                log.info("bus: connected to %s", self.path)
+            failures = 0
+            delay = self.backoff_initial
+            self._proto = proto
+            self._on_connected(proto)
+            self._connected.set()
+            await proto.lost
+            self._connected.clear()
+            self._proto = None
+            self._held.clear()
+            if not self._closing:
+                self.reconnects += 1
+                log.warning("bus: connection to the broker lost; reconnecting")
+
+    def _on_connected(self, proto: _Protocol) -> None:
+        assert proto.transport is not None
+        frames = [encode_frame("hello", "", _encoder.encode(self.name))]
+        frames += [encode_frame("sub", p) for p in dict.fromkeys(s.pattern for s in self._subs)]
+        frames += [encode_frame("serve", m) for m in self._handlers]
+        frames += list(self._states.values())
+        frames += list(self._outbox)
+        self._outbox.clear()
+        proto.transport.writelines(frames)
+        # Requests sent on the old connection never got their reply; send them again.
+        for fut in self._pending.values():
+            resend = getattr(fut, "_bus_frame", None)
+            if resend is not None and not fut.done():
+                proto.transport.write(resend)
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def _spec(self, topic: str) -> TopicSpec:
+        spec = topic_spec(topic)
+        if spec is None:
+            raise FrameError(f"unknown topic {topic!r}: declare it in appliance/bus/topics.py")
+        return spec
+
+    def publish_nowait(
+        self,
+        topic: str,
+        msg: Message,
+        *,
+        attachment: bytes | memoryview | None = None,
+        seq: int | None = None,
+        ts: float | None = None,
+    ) -> bool:
+        """Publish without waiting; returns False when the message was dropped (bus down)."""
+        spec = self._spec(topic)
+        if not isinstance(msg, spec.type):
+            raise TypeError(f"{topic} carries {spec.type.__name__}, not {type(msg).__name__}")
+        if attachment is not None and not spec.attachment:
+            raise FrameError(f"{topic} takes no attachment")
+        if seq is None:
+            seq = self._seqs.get(topic, 0) + 1
+        self._seqs[topic] = seq
+        frame = encode_frame(
+            "pub",
+            topic,
+            _encoder.encode(msg),
+            seq=seq,
+            ts=time.monotonic() if ts is None else ts,
+            attachment=attachment,
+        )
+        if spec.delivery is Delivery.STATE:
+            self._states[topic] = frame
+        proto = self._proto
+        if proto is not None and proto.transport is not None and not proto.lost.done():
+            proto.transport.write(frame)
+            return True
+        if spec.delivery is Delivery.EVENT:
+            if len(self._outbox) == self._outbox.maxlen:
+                self.dropped_while_down += 1
+            self._outbox.append(frame)
+            return True
+        if spec.delivery is Delivery.TELEMETRY:
+            self.dropped_while_down += 1
+            return False
+        return True
+
+    async def publish(
+        self,
+        topic: str,
+        msg: Message,
+        *,
+        attachment: bytes | memoryview | None = None,
+        seq: int | None = None,
+        ts: float | None = None,
+    ) -> bool:
+        """Publish, waiting while the broker is not keeping up (backpressure)."""
+        sent = self.publish_nowait(topic, msg, attachment=attachment, seq=seq, ts=ts)
+        proto = self._proto
+        if proto is not None and proto.paused:
+            await proto.drain()
+        return sent
+
+    # --- subscribing ------------------------------------------------------------------------
+
+    def subscribe(self, pattern: str, maxsize: int = 1024) -> Subscription:
+        """Messages on a topic, or on every topic under a prefix ending in '*'."""
+        sub = Subscription(self, pattern, maxsize)
+        first = all(s.pattern != pattern for s in self._subs)
+        self._subs.append(sub)
+        self._routes.clear()
+        if first:
+            self._send(encode_frame("sub", pattern))
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            self._routes.clear()
+            self._release_reading(sub)
+            if all(s.pattern != sub.pattern for s in self._subs) and not self._closing:
+                self._send(encode_frame("unsub", sub.pattern))
+
+    def _hold_reading(self, sub: Subscription) -> None:
+        if not self._held and self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.pause_reading()
+        self._held.add(sub)
+
+    def _release_reading(self, sub: Subscription) -> None:
+        if sub in self._held:
+            self._held.discard(sub)
+            if not self._held and self._proto is not None and self._proto.transport is not None:
+                self._proto.transport.resume_reading()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def request(self, method: str, params: Message, timeout: float = 5.0) -> Any:
+        """Call a method served by another daemon; waits for the bus within the timeout."""
+        spec = method_spec(method)
+        if spec is None:
+            raise NoSuchMethod(f"unknown method {method!r}")
+        if not isinstance(params, spec.params):
+            raise TypeError(f"{method} takes {spec.params.__name__}, not {type(params).__name__}")
+        rid = next(self._ids)
+        frame = encode_frame("req", method, _encoder.encode(params), seq=rid, ts=time.monotonic())
+        fut: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
+        fut._bus_frame = frame  # type: ignore[attr-defined]
+        self._pending[rid] = fut
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+                self._send(frame)
+                rx = await fut
+        except TimeoutError:
+            raise RequestTimeout(f"{method}: no reply within {timeout} s") from None
+        finally:
+            self._pending.pop(rid, None)
+        return _decode(spec.result, rx.attachment or b"")
+
+    def serve(self, method: str, handler: Handler) -> None:
+        """Serve a method: handler(params) -> result message, run as its own task per call."""
+        if method_spec(method) is None:
+            raise NoSuchMethod(f"unknown method {method!r}: declare it in appliance/bus/topics.py")
+        self._handlers[method] = handler
+        self._send(encode_frame("serve", method))
+
+    async def _handle_request(self, frame: Frame) -> None:
+        env = frame.env
+        spec = method_spec(env.topic)
+        handler = self._handlers.get(env.topic)
+        if spec is None or handler is None:
+            reply = encode_frame(
+                "err", env.topic, _encoder.encode(ErrorInfo("no-such-method", env.topic)), seq=env.seq
+            )
+        else:
+            try:
+                params = _decode(spec.params, env.payload)
+                result = await handler(params)
+                if not isinstance(result, spec.result):
+                    raise TypeError(f"handler returned {type(result).__name__}, not {spec.result.__name__}")
+                reply = encode_frame("rep", env.topic, _encoder.encode(result), seq=env.seq)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed: %s", env.topic, exc)
+                info = ErrorInfo(type(exc).__name__, str(exc)[:1000])
+                reply = encode_frame("err", env.topic, _encoder.encode(info), seq=env.seq)
+        self._send(reply)
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        proto = self._proto
+        if proto is not None and proto.transport is not None and not proto.lost.done():
+            proto.transport.write(frame)
+
+    def _on_frame(self, frame: Frame) -> None:
+        env = frame.env
+        kind = env.kind
+        if kind == "pub":
+            targets = self._routes.get(env.topic)
+            if targets is None:
+                targets = self._routes[env.topic] = [s for s in self._subs if matches(s.pattern, env.topic)]
+            if not targets:
+                return
+            spec = topic_spec(env.topic)
+            if spec is None:
+                return
+            try:
+                msg = _decode(spec.type, env.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("dropping invalid %s message: %s", env.topic, exc)
+                return
+            rx = Received(env.topic, env.seq, env.ts, msg, frame.attachment)
+            for sub in targets:
+                sub._put(rx, spec.delivery)
+        elif kind in ("rep", "err"):
+            if env.seq == 0 and kind == "err":
+                info = _decode(ErrorInfo, env.payload)
+                log.error("bus: the broker closed this connection: %s (%s)", info.message, info.code)
+                return
+            fut = self._pending.get(env.seq)
+            if fut is None or fut.done():
+                return
+            if kind == "rep":
+                fut.set_result(Received(env.topic, env.seq, env.ts, _NoMsg, bytes(env.payload)))
+            else:
+                info = _decode(ErrorInfo, env.payload)
+                exc_type = NoSuchMethod if info.code == "no-such-method" else RemoteError
+                fut.set_exception(exc_type(f"{env.topic}: {info.message}"))
+        elif kind == "req":
+            task = asyncio.get_running_loop().create_task(self._handle_request(frame))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+        else:
+            raise BusError(f"unexpected {kind} frame from the broker")
+
+
+class _Empty(Message):
+    pass
+
+
+_NoMsg = _Empty()

@@ -1,0 +1,131 @@
+"""Bus wire format. Pure: bytes in, envelopes out, no I/O.
+
+A frame is
+
+    u32 header_len | u32 attachment_len | header (msgpack Envelope) | attachment (raw bytes)
+
+both lengths big-endian. The header is small and typed; the attachment carries bulk binary
+data (H.264 access units) without a msgpack copy. The payload inside the envelope is kept as
+raw msgpack so the broker can validate it against the topic's type and then forward the frame
+bytes unchanged, without re-encoding.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal
+
+import msgspec
+
+from appliance.errors import FrameError
+
+PREFIX = struct.Struct(">II")
+PREFIX_SIZE = PREFIX.size
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+MAX_HEADER = 1024 * 1024
+
+# hello: a client names itself. sub/unsub: topic is an exact topic or a prefix ending in "*".
+# pub: a message on a topic. serve/unserve: register as the server of a method.
+# req/rep/err: a request, its reply, or an error (seq is the request id; an err with seq 0 is
+# about the connection itself and is sent just before the broker closes it).
+Kind = Literal["hello", "sub", "unsub", "pub", "serve", "unserve", "req", "rep", "err"]
+
+
+class Envelope(msgspec.Struct, array_like=True, frozen=True):
+    kind: Kind
+    topic: str
+    seq: int = 0
+    ts: float = 0.0
+    payload: msgspec.Raw = msgspec.Raw(b"\xc0")  # msgpack nil
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: str
+    message: str
+
+
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_payload(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
+def encode_frame(
+    kind: Kind,
+    topic: str,
+    payload: bytes = b"\xc0",
+    *,
+    seq: int = 0,
+    ts: float = 0.0,
+    attachment: bytes | memoryview | None = None,
+) -> bytes:
+    """Encode one frame; payload is already-encoded msgpack."""
+    header = _encoder.encode(Envelope(kind, topic, seq, ts, msgspec.Raw(payload)))
+    att = b"" if attachment is None else attachment
+    return b"".join((PREFIX.pack(len(header), len(att)), header, att))
+
+
+def decode_header(header: bytes | memoryview) -> Envelope:
+    try:
+        return _envelope_decoder.decode(header)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(f"malformed envelope: {exc}") from None
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """One decoded frame: the envelope, the attachment, and the exact bytes it came in."""
+
+    env: Envelope
+    attachment: bytes | None
+    raw: bytes
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it bytes as they arrive, get whole frames out.
+
+    Sizes are checked from the 8-byte prefix before anything is buffered, so an announced
+    oversized frame is refused at once instead of after megabytes have been read.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        # Set when the stream turned bad; the frames decoded before it are still returned so
+        # the caller handles them before it closes the connection.
+        self.error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self.error is not None:
+            return []
+        buf = self._buf
+        buf += data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= PREFIX_SIZE:
+                hlen, alen = PREFIX.unpack_from(buf, pos)
+                if hlen == 0 or hlen > MAX_HEADER:
+                    raise FrameError(f"bad header length {hlen}")
+                total = PREFIX_SIZE + hlen + alen
+                if hlen + alen > self.max_frame:
+                    raise FrameError(f"frame of {hlen + alen} bytes exceeds the limit of {self.max_frame}")
+                if end - pos < total:
+                    break
+                raw = bytes(buf[pos : pos + total])
+                env = decode_header(memoryview(raw)[PREFIX_SIZE : PREFIX_SIZE + hlen])
+                att = raw[PREFIX_SIZE + hlen :] if alen else None
+                frames.append(Frame(env, att, raw))
+                pos += total
+        except FrameError as exc:
+            self.error = exc
+            buf.clear()
+            return frames
+        del buf[:pos]
+        return frames

@@ -1,0 +1,111 @@
+"""The `appliance` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from appliance import __version__
+from appliance.errors import ApplianceError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from appliance import daemons
+    from appliance.config import load_config
+    from appliance.runtime import run_daemon, setup_logging
+
+    try:
+        main = daemons.load(args.daemon)
+    except daemons.NotInThisBuild as exc:
+        print(f"appliance run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ApplianceError as exc:
+        # A bad config must not start a daemon half-way; systemd shows this line in status.
+        setup_logging(args.daemon)
+        print(f"appliance {args.daemon}: {exc}", file=sys.stderr)
+        return 1
+    return run_daemon(args.daemon, main, config)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from appliance.config import config_path, load_config
+
+    try:
+        load_config(args.file, apply_env=False)
+    except ApplianceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{config_path(args.file)}: ok")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliance.demo.supervisor import run_demo
+
+    return run_demo(headless=args.headless, duration=args.duration, report=args.report, workdir=args.workdir)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from appliance.doctor import run_doctor
+
+    return run_doctor(args.config, as_json=args.json)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from appliance.bench import run_bench
+
+    return run_bench(args.suite, as_json=args.json, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run one daemon in the foreground")
+    p.add_argument("daemon", help="bus, camera, thermal, screening, publisher, screen, setup or room")
+    p.add_argument("--config", help="config file (default $APPLIANCE_CONFIG or /etc/appliance/appliance.toml)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help="run the whole appliance with simulated hardware")
+    p.add_argument("--headless", action="store_true", help="no windows; run unattended")
+    p.add_argument("--for", dest="duration", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--report", default=None, metavar="FILE.json", help="write a JSON summary at the end")
+    p.add_argument("--workdir", default=None, help="state and sockets go here (default: a temporary dir)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate a config file")
+    c.add_argument("file", nargs="?", default=None)
+    c.set_defaults(func=_config_check)
+
+    p = sub.add_parser("doctor", help="check the device: sensor, camera, GPIO, bus, units, network")
+    p.add_argument("--config", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    p.add_argument("suite", choices=["bus"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The daemon runtime every appliance daemon runs in.
+
+    async def main(rt: Runtime) -> None:
+        bus = await rt.connect_bus()                  # parts start in order...
+        sensor = rt.stack.enter_context(open_sensor())
+        rt.spawn(sample_loop(bus, sensor), "sample")
+        rt.ready("streaming at 10 fps")               # READY=1 only now
+
+    sys.exit(run_daemon("thermal", main, config))
+
+After main returns, the runtime waits for SIGTERM or SIGINT, then cancels the spawned tasks
+and unwinds rt.stack: parts stop in reverse order. Under systemd it sends READY=1, STATUS=
+and STOPPING=1, and pings the watchdog from the event loop itself at half of WATCHDOG_USEC, so
+a blocked loop stops the pings and systemd kills and restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal
+
+from systemd import daemon as sd_daemon
+
+from appliance.bus.client import BusClient
+from appliance.bus.topics import Health
+from appliance.config import AppConfig
+from appliance.errors import ApplianceError
+
+log = logging.getLogger(__name__)
+
+Main = Callable[["Runtime"], Awaitable[None]]
+
+
+def under_systemd() -> bool:
+    return "INVOCATION_ID" in os.environ or "JOURNAL_STREAM" in os.environ
+
+
+def setup_logging(name: str, level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler
+    if under_systemd():
+        from systemd.journal import JournalHandler
+
+        handler = JournalHandler(SYSLOG_IDENTIFIER=f"appliance-{name}")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("APPLIANCE_LOG_LEVEL", logging.getLevelName(level)).upper())
+
+
+def notify(state: str) -> bool:
+    """sd_notify through systemd-python; a no-op returning False where NOTIFY_SOCKET is unset."""
+    return bool(sd_daemon.notify(state))
+
+
+def watchdog_interval() -> float | None:
+    """Half of WATCHDOG_USEC, or None when systemd asked for no watchdog (or not for us)."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    try:
+        return int(usec) / 2 / 1_000_000
+    except ValueError:
+        return None
+
+
+class Runtime:
+    def __init__(self, name: str, config: AppConfig) -> None:
+        self.name = name
+        self.config = config
+        self.stack = contextlib.AsyncExitStack()
+        self.bus: BusClient | None = None
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.started = time.monotonic()
+        self.is_ready = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._status = ""
+
+    # --- parts ------------------------------------------------------------------------------
+
+    async def connect_bus(self, timeout: float = 30.0) -> BusClient:
+        """Connect to the bus (waiting for it within timeout) and close it last on the way out."""
+        bus = BusClient(self.config.bus_socket, self.name, max_frame=self.config.bus.max_frame_bytes)
+        await bus.connect(timeout)
+        self.stack.push_async_callback(bus.close)
+        self.bus = bus
+        self._publish_health("starting")
+        return bus
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = True) -> asyncio.Task[Any]:
+        """Run a background task, held by reference. A critical task that fails stops the
+        daemon with exit code 1, so systemd restarts it in a known state."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, critical))
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any], critical: bool) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self.stopping.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
+            if critical:
+                self.stop(1)
+        elif critical:
+            log.error("task %s ended unexpectedly", task.get_name())
+            self.stop(1)
+
+    # --- systemd ----------------------------------------------------------------------------
+
+    def ready(self, status: str = "") -> None:
+        self.is_ready = True
+        notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        self._status = status
+        log.info("ready%s", f": {status}" if status else "")
+        self._publish_health("ready")
+
+    def status(self, text: str, *, degraded: bool = False) -> None:
+        if text == self._status:
+            return
+        self._status = text
+        notify(f"STATUS={text}")
+        self._publish_health("degraded" if degraded else ("ready" if self.is_ready else "starting"))
+
+    def stop(self, code: int = 0) -> None:
+        if code and not self.exit_code:
+            self.exit_code = code
+        self.stopping.set()
+
+    def _publish_health(self, state: Literal["starting", "ready", "degraded", "stopping"]) -> None:
+        if self.bus is None:
+            return
+        msg = Health(
+            daemon=self.name,
+            state=state,
+            status=self._status[:4096],
+            pid=os.getpid(),
+            started_ts=self.started,
+        )
+        self.bus.publish_nowait(f"health.{self.name}", msg)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _shutdown(self) -> None:
+        notify("STOPPING=1")
+        self._publish_health("stopping")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _amain(name: str, main: Main, config: AppConfig) -> int:
+    rt = Runtime(name, config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, rt.stop)
+    interval = watchdog_interval()
+    watchdog = loop.create_task(rt._watchdog(interval)) if interval else None
+    try:
+        async with rt.stack:
+            try:
+                await main(rt)
+            except ApplianceError as exc:
+                log.error("%s cannot start: %s", name, exc)
+                notify(f"STATUS=failed: {exc}")
+                return 1
+            if not rt.is_ready:
+                rt.ready()
+            await rt.stopping.wait()
+            log.info("stopping")
+            await rt._shutdown()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    return rt.exit_code
+
+
+def run_daemon(name: str, main: Main, config: AppConfig) -> int:
+    setup_logging(name)
+    return asyncio.run(_amain(name, main, config))
