@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
 _HIGH_WATER = 256 * 1024
+MAX_TOPIC = 256
+# Routes are cached per topic; family and scratch topics are open-ended, so the cache is bounded.
+_MAX_ROUTES = 4096
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         pending = self.pending
-        if not pending.frames or self.transport is None:
+        if not pending.frames or self.transport is None or self.closed:
             return
         frames = pending.frames
         self.pending = _Pending()
@@ -136,13 +139,15 @@ class Connection(asyncio.Protocol):
 
     # --- sending ----------------------------------------------------------------------------
 
-    def send(self, data: bytes, delivery: Delivery, topic: str) -> None:
+    def send(self, data: bytes | memoryview, delivery: Delivery, topic: str) -> None:
         if self.closed or self.transport is None:
             return
         if not self.paused:
             self.broker.out_batch.setdefault(self, []).append(data)
             return
         pending = self.pending
+        # Held frames outlive this read: copy them out of the socket chunk they view.
+        data = bytes(data)
         if delivery is Delivery.EVENT:
             pending.counter += 1
             pending.frames[pending.counter] = data
@@ -162,6 +167,8 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self.broker.out_batch.pop(self, None)
+        # Nothing more goes out after the err frame: release what was held for this client.
+        self.pending = _Pending()
         with contextlib.suppress(Exception):
             # Tell the client why before closing: it logs the reason and knows not to retry a
             # frame the broker refuses.
@@ -192,7 +199,7 @@ class Broker:
         self._routes: dict[str, list[Connection]] = {}
         self.topic_counts: dict[str, int] = {}
         self.stats = BrokerStats()
-        self.out_batch: dict[Connection, list[bytes]] = {}
+        self.out_batch: dict[Connection, list[bytes | memoryview]] = {}
         self._decoders: dict[type, msgspec.msgpack.Decoder[object]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.started = time.monotonic()
@@ -241,6 +248,8 @@ class Broker:
     def route(self, topic: str) -> list[Connection]:
         targets = self._routes.get(topic)
         if targets is None:
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
             targets = [c for c in self.clients if any(matches(p, topic) for p in c.patterns)]
             self._routes[topic] = targets
         return targets
@@ -249,6 +258,8 @@ class Broker:
         self.stats.frames_in += 1
         env = frame.env
         kind = env.kind
+        if len(env.topic) > MAX_TOPIC:
+            raise FrameError(f"topic name of {len(env.topic)} characters; the limit is {MAX_TOPIC}")
         if kind == "pub":
             spec = topic_spec(env.topic)
             if spec is None:
@@ -256,10 +267,11 @@ class Broker:
             self._check_attachment(spec, frame)
             self._validate(spec.type, env.payload, env.topic)
             self.topic_counts[env.topic] = self.topic_counts.get(env.topic, 0) + 1
+            raw: bytes | memoryview = frame.raw
             if spec.delivery is Delivery.STATE:
-                self.retained[env.topic] = frame.raw
+                raw = self.retained[env.topic] = bytes(raw)
             for target in self.route(env.topic):
-                target.send(frame.raw, spec.delivery, env.topic)
+                target.send(raw, spec.delivery, env.topic)
         elif kind == "req":
             self._request(conn, frame)
         elif kind in ("rep", "err"):
@@ -298,7 +310,7 @@ class Broker:
 
     @staticmethod
     def _check_pattern(pattern: str) -> None:
-        if not pattern or len(pattern) > 256 or "*" in pattern[:-1]:
+        if not pattern or "*" in pattern[:-1]:
             raise FrameError(f"bad subscription pattern {pattern!r}")
 
     def _request(self, conn: Connection, frame: Frame) -> None:
@@ -332,14 +344,13 @@ class Broker:
         if server is not conn:
             self.inflight[env.seq] = entry
             raise FrameError(f"reply to request {env.seq} from a client that was not asked")
-        if env.kind == "rep":
-            spec = method_spec(method)
-            assert spec is not None
-            try:
-                self._validate(spec.result, env.payload, method)
-            except FrameError as exc:
-                self._error(requester, method, req_id, "bad-reply", str(exc))
-                raise
+        spec = method_spec(method)
+        assert spec is not None
+        try:
+            self._validate(spec.result if env.kind == "rep" else ErrorInfo, env.payload, method)
+        except FrameError as exc:
+            self._error(requester, method, req_id, "bad-reply", str(exc))
+            raise
         out = encode_frame(env.kind, method, bytes(env.payload), seq=req_id, ts=env.ts)
         requester.send(out, Delivery.EVENT, "")
 

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 Handler = Callable[[Any], Awaitable[Message]]
 
+# A connection that lasted less than this is treated like a failed connect for the backoff.
+_HEALTHY_S = 1.0
+
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
@@ -182,17 +185,23 @@ class BusClient:
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._subs: list[Subscription] = []
-        self._routes: dict[str, list[Subscription]] = {}
+        # Per topic: the subscriptions it goes to, its delivery policy and its payload decoder.
+        self._routes: dict[str, tuple[list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None] = {}
         self._handlers: dict[str, Handler] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, asyncio.Future[Received]] = {}
         self._ids = itertools.count(1)
         self._seqs: dict[str, int] = {}
         self._states: dict[str, bytes] = {}
+        # Last state value received per topic: the broker sends retained values only for the
+        # first subscription to a pattern, so later ones on this client are served from here.
+        self._retained: dict[str, Received] = {}
         self._outbox: deque[bytes] = deque(maxlen=outbox)
         self._held: set[Subscription] = set()
         self.reconnects = 0
         self.dropped_while_down = 0
+        # Why the broker last closed this connection (its err frame with seq 0), if it said.
+        self.last_error: ErrorInfo | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -247,14 +256,12 @@ class BusClient:
                 failures += 1
                 if failures == 1 or failures % 50 == 0:
                     log.warning("bus: cannot connect to %s (%s); retrying", self.path, exc.strerror)
-                # Full jitter, so daemons restarted together do not reconnect in lockstep.
-                await asyncio.sleep(delay * (0.5 + random.random()))
+                await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            if failures or self.reconnects:
+            if failures == 1 or (failures == 0 and self.reconnects):
                 log.info("bus: connected to %s", self.path)
-            failures = 0
-            delay = self.backoff_initial
+            connected_at = loop.time()
             self._proto = proto
             self._on_connected(proto)
             self._connected.set()
@@ -262,9 +269,25 @@ class BusClient:
             self._connected.clear()
             self._proto = None
             self._held.clear()
-            if not self._closing:
-                self.reconnects += 1
+            if self._closing:
+                break
+            self.reconnects += 1
+            if loop.time() - connected_at < _HEALTHY_S:
+                # Closed soon after it opened (a broker that refuses us, or one crash-looping):
+                # back off as for a failed connect instead of hammering the broker.
+                failures += 1
+                if failures == 1:
+                    log.warning("bus: the broker closed the connection at once; retrying")
+                await self._backoff(delay)
+                delay = min(delay * 2, self.backoff_max)
+            else:
+                failures = 0
+                delay = self.backoff_initial
                 log.warning("bus: connection to the broker lost; reconnecting")
+
+    async def _backoff(self, delay: float) -> None:
+        # Full jitter, so daemons restarted together do not reconnect in lockstep.
+        await asyncio.sleep(delay * (0.5 + random.random()))
 
     def _on_connected(self, proto: _Protocol) -> None:
         assert proto.transport is not None
@@ -275,7 +298,9 @@ class BusClient:
         frames += list(self._outbox)
         self._outbox.clear()
         proto.transport.writelines(frames)
-        # Requests sent on the old connection never got their reply; send them again.
+        # Requests sent on the old connection never got their reply; send them again. A request
+        # still waiting for its first connection is sent by request() itself, not here, or the
+        # server would run it twice.
         for fut in self._pending.values():
             resend = getattr(fut, "_bus_frame", None)
             if resend is not None and not fut.done():
@@ -357,6 +382,10 @@ class BusClient:
         self._routes.clear()
         if first:
             self._send(encode_frame("sub", pattern))
+        else:
+            for topic, rx in self._retained.items():
+                if matches(pattern, topic):
+                    sub._put(rx, Delivery.STATE)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -364,6 +393,8 @@ class BusClient:
             self._subs.remove(sub)
             self._routes.clear()
             self._release_reading(sub)
+            for topic in [t for t in self._retained if not any(matches(s.pattern, t) for s in self._subs)]:
+                del self._retained[topic]
             if all(s.pattern != sub.pattern for s in self._subs) and not self._closing:
                 self._send(encode_frame("unsub", sub.pattern))
 
@@ -390,12 +421,12 @@ class BusClient:
         rid = next(self._ids)
         frame = encode_frame("req", method, _encoder.encode(params), seq=rid, ts=time.monotonic())
         fut: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
-        fut._bus_frame = frame  # type: ignore[attr-defined]
         self._pending[rid] = fut
         try:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
                 self._send(frame)
+                fut._bus_frame = frame  # type: ignore[attr-defined]
                 rx = await fut
         except TimeoutError:
             raise RequestTimeout(f"{method}: no reply within {timeout} s") from None
@@ -440,29 +471,44 @@ class BusClient:
         if proto is not None and proto.transport is not None and not proto.lost.done():
             proto.transport.write(frame)
 
+    def _route(self, topic: str) -> tuple[list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None:
+        targets = [s for s in self._subs if matches(s.pattern, topic)]
+        spec = topic_spec(topic)
+        route = None
+        if targets and spec is not None:
+            dec = _decoders.get(spec.type)
+            if dec is None:
+                dec = _decoders[spec.type] = msgspec.msgpack.Decoder(spec.type)
+            route = (targets, spec.delivery, dec)
+        self._routes[topic] = route
+        return route
+
     def _on_frame(self, frame: Frame) -> None:
         env = frame.env
         kind = env.kind
         if kind == "pub":
-            targets = self._routes.get(env.topic)
-            if targets is None:
-                targets = self._routes[env.topic] = [s for s in self._subs if matches(s.pattern, env.topic)]
-            if not targets:
-                return
-            spec = topic_spec(env.topic)
-            if spec is None:
-                return
+            topic = env.topic
             try:
-                msg = _decode(spec.type, env.payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("dropping invalid %s message: %s", env.topic, exc)
+                route = self._routes[topic]
+            except KeyError:
+                route = self._route(topic)
+            if route is None:
                 return
-            rx = Received(env.topic, env.seq, env.ts, msg, frame.attachment)
+            targets, delivery, decoder = route
+            try:
+                msg = decoder.decode(env.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("dropping invalid %s message: %s", topic, exc)
+                return
+            rx = Received(topic, env.seq, env.ts, msg, frame.attachment)
+            if delivery is Delivery.STATE:
+                self._retained[topic] = rx
             for sub in targets:
-                sub._put(rx, spec.delivery)
+                sub._put(rx, delivery)
         elif kind in ("rep", "err"):
             if env.seq == 0 and kind == "err":
-                info = _decode(ErrorInfo, env.payload)
+                info = _error_info(env.payload)
+                self.last_error = info
                 log.error("bus: the broker closed this connection: %s (%s)", info.message, info.code)
                 return
             fut = self._pending.get(env.seq)
@@ -471,7 +517,7 @@ class BusClient:
             if kind == "rep":
                 fut.set_result(Received(env.topic, env.seq, env.ts, _NoMsg, bytes(env.payload)))
             else:
-                info = _decode(ErrorInfo, env.payload)
+                info = _error_info(env.payload)
                 exc_type = NoSuchMethod if info.code == "no-such-method" else RemoteError
                 fut.set_exception(exc_type(f"{env.topic}: {info.message}"))
         elif kind == "req":
@@ -480,6 +526,13 @@ class BusClient:
             task.add_done_callback(self._handler_tasks.discard)
         else:
             raise BusError(f"unexpected {kind} frame from the broker")
+
+
+def _error_info(payload: msgspec.Raw) -> ErrorInfo:
+    try:
+        return _decode(ErrorInfo, payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ErrorInfo("bad-error", "malformed error payload")
 
 
 class _Empty(Message):

@@ -75,18 +75,24 @@ def decode_header(header: bytes | memoryview) -> Envelope:
 
 
 class Frame(msgspec.Struct, frozen=True):
-    """One decoded frame: the envelope, the attachment, and the exact bytes it came in."""
+    """One decoded frame: the envelope, the attachment, and the exact bytes it came in.
+
+    `raw` is a zero-copy view into the received chunk, so the broker forwards a frame without
+    copying it; keep `bytes(raw)` for anything stored beyond the current read.
+    """
 
     env: Envelope
     attachment: bytes | None
-    raw: bytes
+    raw: memoryview
 
 
 class FrameDecoder:
     """Incremental decoder: feed it bytes as they arrive, get whole frames out.
 
     Sizes are checked from the 8-byte prefix before anything is buffered, so an announced
-    oversized frame is refused at once instead of after megabytes have been read.
+    oversized frame is refused at once instead of after megabytes have been read. Frames are
+    parsed out of an immutable bytes object through memoryview slices: in the common case (no
+    partial frame left from the previous read) that is the chunk the socket gave us, uncopied.
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -103,29 +109,37 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         if self.error is not None:
             return []
-        buf = self._buf
-        buf += data
+        if self._buf:
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
+        view = memoryview(data)
         frames: list[Frame] = []
         pos = 0
-        end = len(buf)
-        try:
-            while end - pos >= PREFIX_SIZE:
-                hlen, alen = PREFIX.unpack_from(buf, pos)
-                if hlen == 0 or hlen > MAX_HEADER:
-                    raise FrameError(f"bad header length {hlen}")
-                total = PREFIX_SIZE + hlen + alen
-                if hlen + alen > self.max_frame:
-                    raise FrameError(f"frame of {hlen + alen} bytes exceeds the limit of {self.max_frame}")
-                if end - pos < total:
-                    break
-                raw = bytes(buf[pos : pos + total])
-                env = decode_header(memoryview(raw)[PREFIX_SIZE : PREFIX_SIZE + hlen])
-                att = raw[PREFIX_SIZE + hlen :] if alen else None
-                frames.append(Frame(env, att, raw))
-                pos += total
-        except FrameError as exc:
-            self.error = exc
-            buf.clear()
-            return frames
-        del buf[:pos]
+        end = len(data)
+        unpack = PREFIX.unpack_from
+        decode = _envelope_decoder.decode
+        max_frame = self.max_frame
+        while end - pos >= PREFIX_SIZE:
+            hlen, alen = unpack(data, pos)
+            if hlen == 0 or hlen > MAX_HEADER:
+                self.error = FrameError(f"bad header length {hlen}")
+                return frames
+            if hlen + alen > max_frame:
+                self.error = FrameError(f"frame of {hlen + alen} bytes exceeds the limit of {max_frame}")
+                return frames
+            hstart = pos + PREFIX_SIZE
+            total = PREFIX_SIZE + hlen + alen
+            if end - pos < total:
+                break
+            try:
+                env = decode(view[hstart : hstart + hlen])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.error = FrameError(f"malformed envelope: {exc}")
+                return frames
+            att = data[hstart + hlen : pos + total] if alen else None
+            frames.append(Frame(env, att, view[pos : pos + total]))
+            pos += total
+        if pos < end:
+            self._buf += view[pos:]
         return frames

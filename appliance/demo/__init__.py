@@ -1,0 +1,1 @@
+"""`appliance demo`: the whole appliance on one machine with simulated hardware."""

@@ -1,0 +1,312 @@
+"""The demo supervisor: every daemon as its own process, supervised like systemd would.
+
+Each child gets its own NOTIFY_SOCKET and a WATCHDOG_USEC, so the demo sees READY=1 (time to
+ready), STATUS= and the watchdog pings exactly as systemd would, and restarts a daemon that
+crashes or stops pinging. The bus starts first; the others follow in START_ORDER and stop in
+reverse on Ctrl-C or at the end of --for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from appliance import daemons
+from appliance.atomic import atomic_write
+from appliance.bus.client import BusClient
+from appliance.demo.notify import NotifySocket
+
+log = logging.getLogger("appliance.demo")
+
+WATCHDOG_S = 10.0
+STOP_TIMEOUT_S = 5.0
+RESTART_DELAY_S = 1.0
+
+DEMO_CONFIG = """\
+# Written by `appliance demo`: simulated hardware, everything under this directory.
+[paths]
+state_dir = "{state}"
+run_dir = "{run}"
+
+[bus]
+socket_mode = 0o600
+
+[thermal]
+backend = "sim"
+
+[camera]
+backend = "sim"
+
+[gpio]
+pin_factory = "mock"
+
+[screen]
+driver = "{screen_driver}"
+fullscreen = false
+
+[setup]
+host = "127.0.0.1"
+port = {setup_port}
+
+[publisher]
+audio_backend = "sim"
+"""
+
+
+@dataclass
+class Child:
+    name: str
+    notify_path: Path
+    log_file: IO[bytes] | None = None
+    proc: asyncio.subprocess.Process | None = None
+    spawned_at: float = 0.0
+    ready_s: list[float] = field(default_factory=list)
+    restarts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    status: str = ""
+    last_ping: float = 0.0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    watchdog_kills: int = 0
+
+    def on_notify(self, msg: dict[str, str]) -> None:
+        now = time.monotonic()
+        if msg.get("READY") == "1" and not self.ready.is_set():
+            self.ready_s.append(round(now - self.spawned_at, 3))
+            self.ready.set()
+            log.info(
+                "%s ready in %.2f s%s",
+                self.name,
+                now - self.spawned_at,
+                f": {msg['STATUS']}" if "STATUS" in msg else "",
+            )
+        if "STATUS" in msg:
+            self.status = msg["STATUS"]
+        if msg.get("WATCHDOG") == "1" or msg.get("READY") == "1":
+            self.last_ping = now
+
+
+class Supervisor:
+    def __init__(self, workdir: Path, names: list[str], *, headless: bool) -> None:
+        self.workdir = workdir
+        self.headless = headless
+        self.state = workdir / "state"
+        self.run = workdir / "run"
+        self.logs = workdir / "logs"
+        self.config_file = workdir / "appliance.toml"
+        self.children = {n: Child(n, self.run / f"notify-{n}.sock") for n in names}
+        self.notify: list[NotifySocket] = []
+        self.topic_counts: dict[str, int] = {}
+        self.stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bus: BusClient | None = None
+        self.started = time.monotonic()
+
+    def write_config(self) -> None:
+        for d in (self.state, self.run, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run, 0o700)
+        text = DEMO_CONFIG.format(
+            state=self.state,
+            run=self.run,
+            screen_driver="dummy" if self.headless else "auto",
+            setup_port=int(os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")),
+        )
+        atomic_write(self.config_file, text)
+
+    def env(self, child: Child) -> dict[str, str]:
+        env = dict(os.environ)
+        for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM"):
+            env.pop(key, None)
+        env.update(
+            APPLIANCE_CONFIG=str(self.config_file),
+            NOTIFY_SOCKET=str(child.notify_path),
+            WATCHDOG_USEC=str(int(WATCHDOG_S * 1_000_000)),
+            GPIOZERO_PIN_FACTORY="mock",
+            PYTHONUNBUFFERED="1",
+        )
+        if self.headless:
+            env["SDL_VIDEODRIVER"] = "dummy"
+            env["SDL_AUDIODRIVER"] = "dummy"
+        return env
+
+    async def spawn(self, child: Child) -> None:
+        if self.headless and child.log_file is None:
+            child.log_file = open(self.logs / f"{child.name}.log", "ab")  # noqa: ASYNC230, SIM115 - lives with the child
+        child.ready.clear()
+        child.spawned_at = time.monotonic()
+        child.last_ping = child.spawned_at
+        env = self.env(child)
+        env.pop("WATCHDOG_PID", None)
+        child.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance",
+            "run",
+            child.name,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=child.log_file or None,
+            stderr=child.log_file or None,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+        )
+
+    def spawn_task(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def watch(self, child: Child) -> None:
+        """Restart the child when it exits, or when it stops pinging the watchdog."""
+        while not self.stopping.is_set():
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping.is_set():
+                return
+            child.exit_codes.append(code)
+            child.restarts += 1
+            log.warning("%s exited with %s; restarting (restart %d)", child.name, code, child.restarts)
+            await asyncio.sleep(RESTART_DELAY_S)
+            if self.stopping.is_set():
+                return
+            await self.spawn(child)
+
+    async def watchdog(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for child in self.children.values():
+                proc = child.proc
+                if proc is None or proc.returncode is not None:
+                    continue
+                if now - child.last_ping > WATCHDOG_S:
+                    child.watchdog_kills += 1
+                    log.error("%s missed its watchdog; killing it", child.name)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+
+    async def count_topics(self) -> None:
+        bus = BusClient(self.run / "bus.sock", "demo")
+        self.bus = bus
+        await bus.connect(timeout=None)
+        async for rx in bus.subscribe("*", maxsize=100_000):
+            self.topic_counts[rx.topic] = self.topic_counts.get(rx.topic, 0) + 1
+
+    async def start(self) -> None:
+        self.write_config()
+        for each in self.children.values():
+            sock = NotifySocket(each.notify_path, each.on_notify)
+            await sock.open()
+            self.notify.append(sock)
+        for name in daemons.START_ORDER:
+            child = self.children.get(name)
+            if child is None:
+                continue
+            await self.spawn(child)
+            self.spawn_task(self.watch(child), f"watch-{name}")
+            if name == "bus":
+                # Everyone else needs the socket; the clients would retry, but starting them
+                # after the bus is ready keeps the demo's time-to-ready figures meaningful.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(child.ready.wait(), 10)
+                self.spawn_task(self.count_topics(), "topics")
+        self.spawn_task(self.watchdog(), "watchdog")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.bus is not None:
+            await self.bus.close()
+        for name in reversed(daemons.START_ORDER):
+            running = self.children.get(name)
+            if running is None or running.proc is None or running.proc.returncode is not None:
+                continue
+            running.proc.terminate()
+            try:
+                await asyncio.wait_for(running.proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("%s did not stop within %.0f s; killing it", name, STOP_TIMEOUT_S)
+                running.proc.kill()
+                await running.proc.wait()
+        for sock in self.notify:
+            sock.close()
+        for child in self.children.values():
+            if child.log_file is not None:
+                child.log_file.close()
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "workdir": str(self.workdir),
+            "daemons": {
+                c.name: {
+                    "ready_s": c.ready_s[0] if c.ready_s else None,
+                    "ready_s_all": c.ready_s,
+                    "restarts": c.restarts,
+                    "exit_codes": c.exit_codes,
+                    "watchdog_kills": c.watchdog_kills,
+                    "status": c.status,
+                    "pid": c.proc.pid if c.proc else None,
+                }
+                for c in self.children.values()
+            },
+            "topics": dict(sorted(self.topic_counts.items())),
+        }
+
+    def urls(self) -> list[str]:
+        lines = []
+        if "setup" in self.children:
+            port = os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")
+            lines.append(f"  setup page:   http://127.0.0.1:{port}/")
+        if "room" in self.children:
+            lines.append("  room service: see the room daemon's log for the viewer link")
+        return lines
+
+
+async def _demo(workdir: Path, headless: bool, duration: float | None, report: str | None) -> int:
+    names = daemons.available()
+    sup = Supervisor(workdir, [n for n in daemons.START_ORDER if n in names], headless=headless)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sup.stopping.set)
+    missing = [n for n in daemons.START_ORDER if n not in names]
+    print(f"appliance demo: running {', '.join(sup.children)} (work dir {workdir})", flush=True)
+    if missing:
+        print(f"  not in this build yet: {', '.join(missing)}", flush=True)
+    await sup.start()
+    for line in sup.urls():
+        print(line, flush=True)
+    print("  Ctrl-C stops everything." if duration is None else f"  running for {duration:.0f} s", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sup.stopping.wait(), duration)
+    await sup.stop()
+    summary = sup.report()
+    if report:
+        atomic_write(report, json.dumps(summary, indent=2) + "\n")
+    print(
+        "appliance demo: stopped;",
+        ", ".join(
+            f"{n} ready in {d['ready_s']} s ({d['restarts']} restarts)" for n, d in summary["daemons"].items()
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def run_demo(*, headless: bool, duration: float | None, report: str | None, workdir: str | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s demo %(levelname)s: %(message)s")
+    if workdir is not None:
+        return asyncio.run(_demo(Path(workdir).resolve(), headless, duration, report))
+    with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp:
+        return asyncio.run(_demo(Path(tmp), headless, duration, report))
