@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one daemon in the foreground")
     p.add_argument("daemon", help="bus, camera, thermal, screening, publisher, screen, setup or room")
-    p.add_argument("--config", help="config file (default $APPLIANCE_CONFIG or /etc/appliance/appliance.toml)")
+    p.add_argument(
+        "--config", help="config file (default $APPLIANCE_CONFIG or /etc/appliance/appliance.toml)"
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("demo", help="run the whole appliance with simulated hardware")

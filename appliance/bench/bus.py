@@ -94,7 +94,7 @@ def _bus_echo_server(path: str, ready: Event, stop: Event) -> None:
             bus.serve("test.echo", echo)
             await asyncio.sleep(0.2)
             ready.set()
-            while not stop.is_set():
+            while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing Event, polled
                 await asyncio.sleep(0.1)
 
     asyncio.run(run())
@@ -169,7 +169,7 @@ def _baseline_relay(path: str, ready: Event, stop: Event, echo: bool) -> None:
         else:
             server = await loop.create_unix_server(lambda: _Relay(peers), path)
         ready.set()
-        while not stop.is_set():
+        while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing Event, polled
             await asyncio.sleep(0.1)
         server.close()
 
@@ -273,7 +273,12 @@ def _baseline_rtt(path: str, n: int, out: Any) -> None:
 
 
 def _start_broker(run_dir: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, APPLIANCE_RUN_DIR=str(run_dir), APPLIANCE_CONFIG="/dev/null", APPLIANCE_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        APPLIANCE_RUN_DIR=str(run_dir),
+        APPLIANCE_CONFIG="/dev/null",
+        APPLIANCE_LOG_LEVEL="WARNING",
+    )
     env.pop("NOTIFY_SOCKET", None)
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "bus"], env=env)
     sock_path = run_dir / "bus.sock"
@@ -381,5 +386,9 @@ def bench_bus(*, quick: bool = False) -> dict[str, Any]:
         "received_per_subscriber": bus_tp["received"],
         "dropped_per_subscriber": bus_tp["dropped"],
         "baseline_received_per_subscriber": base_tp["received"],
-        "targets": {"throughput_msgs_per_s": ">= 50000", "rtt_p99_ms": "<= 1.0", "throughput_vs_baseline": ">= 0.5"},
+        "targets": {
+            "throughput_msgs_per_s": ">= 50000",
+            "rtt_p99_ms": "<= 1.0",
+            "throughput_vs_baseline": ">= 0.5",
+        },
     }

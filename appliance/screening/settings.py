@@ -1,0 +1,177 @@
+"""Every tunable of the screening core, in one frozen dataclass.
+
+The config layer mirrors these fields one to one as the ``[screening]`` section; the names are
+plain so the TOML reads naturally. Defaults are chosen for an AMG8833 (8x8, 60 degree field of
+view, 10 fps) at face height, a person standing 0.2-0.5 m away.
+
+The estimator coefficients (``model_*``) are placeholders with a physical shape (core is
+above skin by a fraction of the skin-to-ambient gradient, pixels lose contrast with distance),
+not a fitted clinical model: they must be fitted on a bench or site data set, and each site
+needs its ``calibration_offset_c``. The AMG8833 itself is specified at +-2.5 degC absolute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+Unit = Literal["C", "F"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningSettings:
+    # --- decision ---------------------------------------------------------------------------
+    threshold_c: float = 38.0
+    # Once a window reads elevated it stays so unless the running estimate falls this far
+    # below the threshold: noise narrower than this band cannot flip a decision.
+    hysteresis_c: float = 0.3
+    # Consecutive running estimates needed beyond a boundary before the trigger switches.
+    confirm_frames: int = 3
+    # A window with fewer usable frames is a retry, never a result (9 frames in 0.8 s at 10 fps
+    # leaves room for two dropped frames).
+    min_frames: int = 7
+    window_s: float = 0.8
+    # Outside this band the estimate says more about the measurement (a hot drink, a cold
+    # forehead from outdoors, glasses, a mask) than about the person: retry, never normal.
+    min_plausible_c: float = 34.0
+    max_plausible_c: float = 42.5
+    min_confidence: float = 0.3
+    # Failed windows (moved, unstable) re-measured silently before a retry is shown.
+    max_attempts: int = 3
+
+    # --- estimator --------------------------------------------------------------------------
+    # The hottest pixels of the head region per frame, pooled over the window; the estimate
+    # averages the pool from this percentile up to, not into, the top 1/hot_pixels share
+    # (where a single pixel, the hottest or a defective one, could sit alone). The percentile
+    # must stay below 100 * (1 - 1/hot_pixels), 75 for 4; 60 with 4 pixels averages the
+    # second-hottest pixel's readings.
+    hot_pixels: int = 4
+    percentile: float = 60.0
+    # estimate = intercept + hot*model_hot + ambient*model_ambient + distance*model_distance
+    #            + calibration_offset_c
+    model_intercept_c: float = 0.0
+    model_hot: float = 1.25
+    model_ambient: float = -0.25
+    model_distance_c_per_m: float = 1.0
+    calibration_offset_c: float = 0.0
+    # Pixel noise at which the noise factor of the confidence starts to drop (NETD 0.16 degC
+    # plus 0.25 degC quantisation is about 0.18 degC).
+    noise_ref_c: float = 0.2
+
+    # --- foreground and blobs ---------------------------------------------------------------
+    contrast_c: float = 1.5
+    noise_k: float = 4.0
+    # A blob whose sub-pixel coverage is below this is noise or too far away to matter.
+    min_blob_px: float = 0.5
+    # A second person counts only if at least this fraction of the first one's coverage: a
+    # passer-by far behind the screened person does not block the kiosk.
+    multiple_min_ratio: float = 0.35
+    # The head region is the part of the blob at least this fraction of its peak contrast.
+    head_fraction: float = 0.5
+    # Lowest apparent temperature assumed for a fully covered face pixel; used to estimate
+    # the coverage of pixels of a face too small to fill any pixel.
+    skin_ref_c: float = 30.0
+    # Small blobs (at most object_max_px pixels at half contrast) this hot are objects
+    # (cup, lamp), not faces.
+    object_min_c: float = 40.0
+    object_max_px: int = 4
+
+    # --- background -------------------------------------------------------------------------
+    background_alpha: float = 0.03
+    background_min_frames: int = 10
+    # A scene that has not changed for this long is learned as background (a heater switched
+    # on, a person who stays still for a minute), so the kiosk cannot stay stuck.
+    absorb_after_s: float = 60.0
+
+    # --- distance ---------------------------------------------------------------------------
+    fov_deg: float = 60.0
+    face_width_m: float = 0.16
+    # Relative spread of face widths between adults; the floor of the distance uncertainty.
+    face_size_rel_sd: float = 0.15
+    distance_min_m: float = 0.2
+    distance_max_m: float = 0.5
+    # Once in range, a person leaves it only past the limits widened by this much.
+    distance_hysteresis_m: float = 0.03
+
+    # --- stability --------------------------------------------------------------------------
+    still_frames: int = 2
+    still_motion_px: float = 0.35
+    max_drift_px: float = 0.75
+    max_width_change: float = 0.3
+    max_window_std_c: float = 0.35
+
+    # --- warm-up and session ----------------------------------------------------------------
+    # The AMG8833 settles 15 s after power-on (datasheet); it also applies after a fault.
+    sensor_warmup_s: float = 15.0
+    # The enclosure and the thermistor (our ambient proxy) drift while the unit heats up.
+    system_warmup_s: float = 30.0
+    result_hold_s: float = 3.0
+    # The scene must be free of people this long before the next screening starts.
+    leave_s: float = 0.5
+
+    # --- sensor plausibility ----------------------------------------------------------------
+    pixel_min_c: float = -20.0
+    pixel_max_c: float = 100.0
+    ambient_min_c: float = 5.0
+    ambient_max_c: float = 40.0
+
+    # --- display ----------------------------------------------------------------------------
+    unit: Unit = "C"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"screening.{f.name}: must be finite, got {value}")
+        _check(self.model_hot > 0, "model_hot", "must be > 0 (a hotter face must never read cooler)")
+        _check(self.hysteresis_c >= 0, "hysteresis_c", "must be >= 0")
+        _check(self.confirm_frames >= 1, "confirm_frames", "must be >= 1")
+        _check(self.min_frames >= 2, "min_frames", "must be >= 2")
+        _check(self.window_s > 0, "window_s", "must be > 0")
+        _check(self.min_plausible_c < self.max_plausible_c, "min_plausible_c", "must be < max_plausible_c")
+        _check(0 <= self.min_confidence <= 1, "min_confidence", "must be within 0..1")
+        _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        _check(self.hot_pixels >= 2, "hot_pixels", "must be >= 2 (never a single pixel)")
+        single = 100.0 * (1.0 - 1.0 / self.hot_pixels)
+        _check(
+            0 < self.percentile < single,
+            "percentile",
+            f"must be within (0, {single:g}) for {self.hot_pixels} hot pixels",
+        )
+        _check(self.noise_ref_c > 0, "noise_ref_c", "must be > 0")
+        _check(self.contrast_c > 0, "contrast_c", "must be > 0")
+        _check(self.noise_k >= 0, "noise_k", "must be >= 0")
+        _check(self.min_blob_px > 0, "min_blob_px", "must be > 0")
+        _check(0 < self.multiple_min_ratio <= 1, "multiple_min_ratio", "must be within (0, 1]")
+        _check(0 < self.head_fraction < 1, "head_fraction", "must be within (0, 1)")
+        _check(0 < self.background_alpha <= 1, "background_alpha", "must be within (0, 1]")
+        _check(self.background_min_frames >= 1, "background_min_frames", "must be >= 1")
+        _check(self.absorb_after_s > 0, "absorb_after_s", "must be > 0")
+        _check(0 < self.fov_deg < 180, "fov_deg", "must be within (0, 180)")
+        _check(self.face_width_m > 0, "face_width_m", "must be > 0")
+        _check(self.face_size_rel_sd >= 0, "face_size_rel_sd", "must be >= 0")
+        _check(0 < self.distance_min_m < self.distance_max_m, "distance_min_m", "must be > 0 and < max")
+        _check(self.distance_hysteresis_m >= 0, "distance_hysteresis_m", "must be >= 0")
+        _check(self.still_frames >= 1, "still_frames", "must be >= 1")
+        _check(self.still_motion_px > 0, "still_motion_px", "must be > 0")
+        _check(self.max_drift_px > 0, "max_drift_px", "must be > 0")
+        _check(self.max_width_change > 0, "max_width_change", "must be > 0")
+        _check(self.max_window_std_c > 0, "max_window_std_c", "must be > 0")
+        _check(self.sensor_warmup_s >= 0, "sensor_warmup_s", "must be >= 0")
+        _check(self.system_warmup_s >= 0, "system_warmup_s", "must be >= 0")
+        _check(self.result_hold_s >= 0, "result_hold_s", "must be >= 0")
+        _check(self.leave_s >= 0, "leave_s", "must be >= 0")
+        _check(self.pixel_min_c < self.pixel_max_c, "pixel_min_c", "must be < pixel_max_c")
+        _check(self.ambient_min_c < self.ambient_max_c, "ambient_min_c", "must be < ambient_max_c")
+        _check(self.unit in ("C", "F"), "unit", "must be 'C' or 'F'")
+
+    @property
+    def pixel_pitch(self) -> float:
+        """Width one pixel spans per metre of distance (rectilinear: 8 pixels span 2*tan(fov/2))."""
+        return 2.0 * math.tan(math.radians(self.fov_deg) / 2.0) / 8.0
+
+
+def _check(ok: bool, name: str, reason: str) -> None:
+    if not ok:
+        raise ValueError(f"screening.{name}: {reason}")

@@ -1,0 +1,1 @@
+"""Simulated world: scenarios, the thermal scene they render, and the accuracy suite."""

@@ -1,0 +1,331 @@
+"""Scenarios: who stands where, how warm, and what breaks, over time. One file drives every sim.
+
+A scenario is a TOML file:
+
+    name = "demo"
+    duration = 180.0            # seconds; with loop = true, time wraps around
+    loop = true
+    seed = 7
+
+    [ambient]
+    temperature = 22.0          # °C at t = 0
+    drift_per_hour = 0.5        # °C per hour, linear
+    gradient = 0.6              # °C warmer at the top of the view than at the bottom (warm air rises)
+
+    [[person]]
+    name = "alice"
+    enter = 2.0                 # s: starts walking in from far_distance
+    approach = 2.0              # s to reach `distance`
+    dwell = 5.0                 # s holding still at `distance`
+    leave = 2.0                 # s walking back out to far_distance, then gone
+    distance = 0.45             # m from the sensor while holding still
+    lateral = 0.0               # m, + = right in the image
+    face_height = 0.0           # m, centre of the head above the sensor axis
+    core_temp = 36.8            # °C
+
+    [[object]]                  # something hot that is not a person
+    name = "coffee"
+    enter = 60.0
+    exit = 120.0
+    distance = 0.5
+    lateral = 0.2
+    height = -0.25
+    temperature = 65.0          # °C when it appears
+    cooling_minutes = 20.0      # time constant of Newtonian cooling towards ambient
+
+    [[fault]]
+    kind = "i2c_error"          # i2c_error | stuck_frames | out_of_range
+    start = 150.0
+    duration = 1.5
+
+Geometry: the sensor (and the camera beside it) sit at the origin looking along +z; x is to the right of
+the image, y up. `camera_view(t)` projects people and objects to normalized image coordinates
+(u right, v down, both 0..1) for the camera sim; thermal_scene.py renders the same geometry for the
+AMG8833. Errors name the file and the key (`person[2].core_temp`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from appliance.errors import ConfigError
+from appliance.thermal.fake_amg8833 import FaultState
+
+# Body geometry in metres: an adult head is ~0.16 m wide and ~0.23 m from chin to crown.
+HEAD_WIDTH_M = 0.16
+HEAD_HEIGHT_M = 0.23
+TORSO_WIDTH_M = 0.42
+TORSO_HEIGHT_M = 0.60
+NECK_HEIGHT_M = 0.08
+
+# The Pi Camera Module v2 field of view, the default for camera_view().
+CAMERA_HFOV_DEG = 62.2
+CAMERA_VFOV_DEG = 48.8
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Ambient(_Model):
+    temperature: float = Field(22.0, ge=-10.0, le=45.0, description="room temperature at t = 0, °C")
+    drift_per_hour: float = Field(0.0, ge=-10.0, le=10.0, description="linear drift, °C per hour")
+    gradient: float = Field(
+        0.5, ge=0.0, le=5.0, description="°C warmer at the top of the view than the bottom"
+    )
+
+
+class Person(_Model):
+    name: str = Field(min_length=1)
+    enter: float = Field(ge=0.0, description="s: appears at far_distance and walks in")
+    approach: float = Field(2.0, gt=0.0, le=60.0)
+    dwell: float = Field(4.0, ge=0.0, le=3600.0)
+    leave: float = Field(2.0, gt=0.0, le=60.0)
+    distance: float = Field(0.5, ge=0.15, le=5.0, description="m from the sensor while holding still")
+    far_distance: float = Field(2.5, ge=0.5, le=10.0)
+    lateral: float = Field(0.0, ge=-2.0, le=2.0, description="m, + = right in the image")
+    face_height: float = Field(0.0, ge=-1.0, le=1.0, description="m, head centre above the sensor axis")
+    core_temp: float = Field(37.0, ge=34.0, le=43.0, description="°C")
+    sway: float = Field(0.01, ge=0.0, le=0.2, description="m, amplitude of the natural sway while standing")
+
+    @model_validator(mode="after")
+    def _far_is_far(self) -> Person:
+        if self.far_distance <= self.distance:
+            raise ValueError(f"far_distance ({self.far_distance}) must exceed distance ({self.distance})")
+        return self
+
+    @property
+    def exit(self) -> float:
+        return self.enter + self.approach + self.dwell + self.leave
+
+    @property
+    def dwell_window(self) -> tuple[float, float]:
+        start = self.enter + self.approach
+        return start, start + self.dwell
+
+
+class HotObject(_Model):
+    name: str = "object"
+    enter: float = Field(0.0, ge=0.0)
+    exit: float | None = Field(None, description="s; none = stays")
+    distance: float = Field(0.5, ge=0.1, le=10.0)
+    lateral: float = Field(0.0, ge=-3.0, le=3.0)
+    height: float = Field(-0.25, ge=-2.0, le=2.0, description="m, centre above the sensor axis")
+    width: float = Field(0.08, gt=0.0, le=2.0)
+    tall: float = Field(0.10, gt=0.0, le=2.0)
+    temperature: float = Field(60.0, ge=-20.0, le=200.0, description="°C when it appears")
+    cooling_minutes: float | None = Field(20.0, gt=0.0, description="none = holds its temperature")
+
+    @model_validator(mode="after")
+    def _exit_after_enter(self) -> HotObject:
+        if self.exit is not None and self.exit <= self.enter:
+            raise ValueError(f"exit ({self.exit}) must be after enter ({self.enter})")
+        return self
+
+
+class Fault(_Model):
+    kind: Literal["i2c_error", "stuck_frames", "out_of_range"]
+    start: float = Field(ge=0.0)
+    duration: float = Field(gt=0.0)
+
+    def active(self, t: float) -> bool:
+        return self.start <= t < self.start + self.duration
+
+
+@dataclass(frozen=True)
+class PersonState:
+    name: str
+    index: int
+    distance: float  # m
+    lateral: float  # m
+    face_height: float  # m
+    core_temp: float  # °C
+    phase: Literal["approach", "dwell", "leave"]
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    name: str
+    distance: float
+    lateral: float
+    height: float
+    width: float
+    tall: float
+    temperature: float
+
+
+@dataclass(frozen=True)
+class ImageRegion:
+    """Where something appears in a camera image: normalized, u right, v down, both 0..1."""
+
+    kind: Literal["face", "body", "object"]
+    name: str
+    u: float  # centre
+    v: float
+    width: float  # fraction of the image width
+    height: float  # fraction of the image height
+    distance: float  # m, for occlusion order (nearer is drawn last)
+
+
+def _smoothstep(x: float) -> float:
+    x = min(1.0, max(0.0, x))
+    return x * x * (3.0 - 2.0 * x)
+
+
+class Scenario(_Model):
+    name: str = Field(min_length=1)
+    duration: float = Field(gt=0.0, description="s; the scenario's length, and its period when looping")
+    loop: bool = True
+    seed: int = 0
+    ambient: Ambient = Ambient()
+    people: list[Person] = Field(default_factory=list, alias="person")
+    objects: list[HotObject] = Field(default_factory=list, alias="object")
+    faults: list[Fault] = Field(default_factory=list, alias="fault")
+
+    def local_time(self, t: float) -> float:
+        return t % self.duration if self.loop else t
+
+    def ambient_at(self, t: float) -> float:
+        return self.ambient.temperature + self.ambient.drift_per_hour * self.local_time(t) / 3600.0
+
+    def people_at(self, t: float) -> list[PersonState]:
+        t = self.local_time(t)
+        states = []
+        for index, person in enumerate(self.people):
+            if not person.enter <= t < person.exit:
+                continue
+            since = t - person.enter
+            dwell_start, dwell_end = person.dwell_window
+            span = person.far_distance - person.distance
+            if t < dwell_start:
+                phase: Literal["approach", "dwell", "leave"] = "approach"
+                distance = person.far_distance - span * _smoothstep(since / person.approach)
+            elif t < dwell_end:
+                phase, distance = "dwell", person.distance
+            else:
+                phase = "leave"
+                distance = person.distance + span * _smoothstep((t - dwell_end) / person.leave)
+            # People never stand perfectly still: a slow sway, its phase fixed by seed and index.
+            phi = self.seed * 0.7 + index * 2.39996
+            sway_x = person.sway * math.sin(2 * math.pi * 0.25 * since + phi)
+            sway_y = 0.5 * person.sway * math.sin(2 * math.pi * 0.17 * since + 1.3 * phi)
+            states.append(
+                PersonState(
+                    name=person.name,
+                    index=index,
+                    distance=distance,
+                    lateral=person.lateral + sway_x,
+                    face_height=person.face_height + sway_y,
+                    core_temp=person.core_temp,
+                    phase=phase,
+                )
+            )
+        return states
+
+    def objects_at(self, t: float) -> list[ObjectState]:
+        t = self.local_time(t)
+        ambient = self.ambient_at(t)
+        states = []
+        for obj in self.objects:
+            if t < obj.enter or (obj.exit is not None and t >= obj.exit):
+                continue
+            temperature = obj.temperature
+            if obj.cooling_minutes is not None:
+                # Newton's law of cooling: the excess over ambient decays exponentially.
+                decay = math.exp(-(t - obj.enter) / (obj.cooling_minutes * 60.0))
+                temperature = ambient + (obj.temperature - ambient) * decay
+            states.append(
+                ObjectState(obj.name, obj.distance, obj.lateral, obj.height, obj.width, obj.tall, temperature)
+            )
+        return states
+
+    def faults_at(self, t: float) -> FaultState:
+        t = self.local_time(t)
+        active = {fault.kind for fault in self.faults if fault.active(t)}
+        return FaultState(
+            i2c_error="i2c_error" in active,
+            stuck_frames="stuck_frames" in active,
+            out_of_range="out_of_range" in active,
+        )
+
+    def camera_view(
+        self, t: float, hfov_deg: float = CAMERA_HFOV_DEG, vfov_deg: float = CAMERA_VFOV_DEG
+    ) -> list[ImageRegion]:
+        """Faces, bodies and objects in normalized image coordinates, far to near (draw in this order)."""
+        half_w = math.tan(math.radians(hfov_deg) / 2.0)
+        half_h = math.tan(math.radians(vfov_deg) / 2.0)
+
+        def project(
+            kind: Literal["face", "body", "object"],
+            name: str,
+            x: float,
+            y: float,
+            z: float,
+            w: float,
+            h: float,
+        ) -> ImageRegion:
+            # A pinhole camera: sizes shrink as 1/z, which is what a face detector sees.
+            return ImageRegion(
+                kind=kind,
+                name=name,
+                u=0.5 + x / z / (2 * half_w),
+                v=0.5 - y / z / (2 * half_h),
+                width=w / z / (2 * half_w),
+                height=h / z / (2 * half_h),
+                distance=z,
+            )
+
+        regions = []
+        for p in self.people_at(t):
+            torso_y = p.face_height - HEAD_HEIGHT_M / 2 - NECK_HEIGHT_M - TORSO_HEIGHT_M / 2
+            regions.append(
+                project("body", p.name, p.lateral, torso_y, p.distance, TORSO_WIDTH_M, TORSO_HEIGHT_M)
+            )
+            regions.append(
+                project("face", p.name, p.lateral, p.face_height, p.distance, HEAD_WIDTH_M, HEAD_HEIGHT_M)
+            )
+        for o in self.objects_at(t):
+            regions.append(project("object", o.name, o.lateral, o.height, o.distance, o.width, o.tall))
+        return sorted(regions, key=lambda r: -r.distance)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(source, _key_path(tuple(error["loc"])), error["msg"]) from None
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    source = str(path)
+    try:
+        with open(path, "rb") as stream:
+            data = tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return parse_scenario(data, source)
+
+
+def bundled_scenario(name: str = "demo") -> Scenario:
+    """A scenario shipped in appliance/sim/scenarios/."""
+    from importlib import resources
+
+    ref = resources.files("appliance.sim") / "scenarios" / f"{name}.toml"
+    with resources.as_file(ref) as path:
+        return load_scenario(path)

@@ -1,0 +1,196 @@
+"""Thermal recordings: the canonical JSONL format, a CSV reader, streaming both ways.
+
+JSONL, one frame per line:
+
+    {"t": 12.3, "thermistor": 24.5, "pixels": [[8 floats], ... 8 rows]}
+
+t is seconds (any origin, strictly increasing), thermistor and pixels are °C, row 0 is the top of the
+image (the driver's orientation). Blank lines are skipped. CSV has a header `t,thermistor,p0,...,p63`
+with the pixels row-major (p0..p7 is the top row).
+
+Readers are iterators, so an hour of 10 fps frames never sits in memory, and every defect raises
+RecordingError naming the source and the 1-based line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.atomic import atomic_write
+from appliance.errors import RecordingError
+
+ROWS = 8
+COLS = 8
+CSV_HEADER = ["t", "thermistor", *(f"p{i}" for i in range(ROWS * COLS))]
+_KEYS = {"t", "thermistor", "pixels"}
+
+
+@dataclass(frozen=True)
+class RecordedFrame:
+    t: float
+    thermistor: float
+    pixels: npt.NDArray[np.float32]  # 8x8 °C, row 0 = top
+
+    def to_json(self) -> str:
+        # 4 decimals keep 0.25 °C and 0.0625 °C steps exact while keeping lines short.
+        return json.dumps(
+            {
+                "t": round(self.t, 4),
+                "thermistor": round(self.thermistor, 4),
+                "pixels": [[round(float(v), 4) for v in row] for row in self.pixels],
+            },
+            separators=(",", ":"),
+        )
+
+
+def make_frame(t: float, thermistor: float, pixels: npt.ArrayLike) -> RecordedFrame:
+    grid = np.asarray(pixels, dtype=np.float32)
+    if grid.shape != (ROWS, COLS):
+        raise ValueError(f"pixels must be 8x8, got shape {grid.shape}")
+    return RecordedFrame(float(t), float(thermistor), grid)
+
+
+class RecordingWriter:
+    """Appends frames to a JSONL stream, refusing what a reader would reject."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._last_t: float | None = None
+
+    def write(self, frame: RecordedFrame) -> None:
+        values = np.asarray(frame.pixels)
+        if values.shape != (ROWS, COLS):
+            raise ValueError(f"pixels must be 8x8, got shape {values.shape}")
+        if not (math.isfinite(frame.t) and math.isfinite(frame.thermistor) and np.isfinite(values).all()):
+            raise ValueError("recordings hold finite numbers only")
+        if self._last_t is not None and frame.t <= self._last_t:
+            raise ValueError(f"t must increase: {frame.t} after {self._last_t}")
+        self._last_t = frame.t
+        self._stream.write(frame.to_json() + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def write_recording(path: str | os.PathLike[str], frames: Iterable[RecordedFrame]) -> int:
+    """Write a whole recording atomically (no half-written file survives a crash); returns the count."""
+    buffer = io.StringIO()
+    writer = RecordingWriter(buffer)
+    count = 0
+    for frame in frames:
+        writer.write(frame)
+        count += 1
+    atomic_write(path, buffer.getvalue())
+    return count
+
+
+def read_recording(path: str | os.PathLike[str]) -> Iterator[RecordedFrame]:
+    """Frames from a .jsonl or .csv file (chosen by extension; anything else is read as JSONL)."""
+    source = str(path)
+    with open(path, encoding="utf-8", newline="") as stream:
+        if Path(path).suffix.lower() == ".csv":
+            yield from iter_csv(stream, source)
+        else:
+            yield from iter_jsonl(stream, source)
+
+
+def _number(value: Any, source: str, line: int, what: str) -> float:
+    # bool is an int to Python but never a temperature.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordingError(source, line, f"{what} is not a number: {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise RecordingError(source, line, f"{what} is not finite: {value!r}")
+    return number
+
+
+class _Sequence:
+    """Checks that t strictly increases across lines."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.last: float | None = None
+
+    def check(self, t: float, line: int) -> None:
+        if self.last is not None and t <= self.last:
+            raise RecordingError(self.source, line, f"t does not increase: {t} after {self.last}")
+        self.last = t
+
+
+def iter_jsonl(stream: Iterable[str], source: str = "<stream>") -> Iterator[RecordedFrame]:
+    sequence = _Sequence(source)
+    for line_number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_constant=lambda name: float(name))
+        except json.JSONDecodeError as exc:
+            raise RecordingError(source, line_number, f"not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise RecordingError(source, line_number, f"expected a JSON object, got {type(obj).__name__}")
+        missing = sorted(_KEYS - obj.keys())
+        if missing:
+            raise RecordingError(source, line_number, f"missing key(s): {', '.join(missing)}")
+        extra = sorted(obj.keys() - _KEYS)
+        if extra:
+            raise RecordingError(source, line_number, f"unknown key(s): {', '.join(extra)}")
+        t = _number(obj["t"], source, line_number, "t")
+        thermistor = _number(obj["thermistor"], source, line_number, "thermistor")
+        rows = obj["pixels"]
+        if not isinstance(rows, list) or len(rows) != ROWS:
+            count = len(rows) if isinstance(rows, list) else type(rows).__name__
+            raise RecordingError(source, line_number, f"pixels must be a list of 8 rows, got {count}")
+        grid = np.empty((ROWS, COLS), dtype=np.float32)
+        for r, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != COLS:
+                count = len(row) if isinstance(row, list) else type(row).__name__
+                raise RecordingError(source, line_number, f"pixels row {r} must hold 8 values, got {count}")
+            for c, value in enumerate(row):
+                grid[r, c] = _number(value, source, line_number, f"pixels[{r}][{c}]")
+        sequence.check(t, line_number)
+        yield RecordedFrame(t, thermistor, grid)
+
+
+def _parse_csv_number(text: str, source: str, line: int, what: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise RecordingError(source, line, f"{what} is not a number: {text!r}") from None
+    if not math.isfinite(number):
+        raise RecordingError(source, line, f"{what} is not finite: {text!r}")
+    return number
+
+
+def iter_csv(stream: Iterable[str], source: str = "<stream>") -> Iterator[RecordedFrame]:
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        raise RecordingError(source, 1, "empty file: expected a header t,thermistor,p0..p63")
+    if [h.strip() for h in header] != CSV_HEADER:
+        raise RecordingError(source, 1, "header must be t,thermistor,p0,...,p63 in that order")
+    sequence = _Sequence(source)
+    for cells in reader:
+        line_number = reader.line_num
+        if not cells or not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(CSV_HEADER):
+            raise RecordingError(source, line_number, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
+        t = _parse_csv_number(cells[0], source, line_number, "t")
+        thermistor = _parse_csv_number(cells[1], source, line_number, "thermistor")
+        values = [
+            _parse_csv_number(cell, source, line_number, CSV_HEADER[i + 2])
+            for i, cell in enumerate(cells[2:])
+        ]
+        sequence.check(t, line_number)
+        yield RecordedFrame(t, thermistor, np.array(values, dtype=np.float32).reshape(ROWS, COLS))
