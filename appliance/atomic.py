@@ -18,9 +18,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # fdopen first, so the descriptor is closed on every path below.
+        fh = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
         # mkstemp creates 0600; set the final mode before any secret byte lands on disk.
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
+        with fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())

@@ -178,6 +178,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, apply_env: bool =
             raise ConfigError(str(file), "", "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(file), "", f"not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
     config = parse_config(data, str(file))

@@ -1,17 +1,17 @@
 """One exception tree for the whole package.
 
-    ApplianceError
-     +-- ConfigError            a config file or value is invalid (names file, key, reason)
-     +-- StateError             state on disk is unreadable or cannot be written
-     +-- BusError
-     |    +-- FrameError        a bus frame is malformed, oversized or of the wrong type
-     |    +-- NotConnected      the bus client has no connection right now
-     |    +-- RequestTimeout    no reply to a request in time
-     |    +-- RemoteError       the serving side of a request reported an error
-     |    +-- NoSuchMethod      nobody serves the requested method
-     +-- HardwareError          a device failed (I2C, camera, GPIO)
-     |    +-- SensorFault       the thermal sensor failed or returned implausible data
-     +-- RecordingError         a thermal recording is malformed (names the line)
+ApplianceError
+ +-- ConfigError            a config file or value is invalid (names file, key, reason)
+ +-- StateError             state on disk is unreadable or cannot be written
+ +-- BusError
+ |    +-- FrameError        a bus frame is malformed, oversized or of the wrong type
+ |    +-- NotConnected      the bus client has no connection right now
+ |    +-- RequestTimeout    no reply to a request in time
+ |    +-- RemoteError       the serving side of a request reported an error
+ |    +-- NoSuchMethod      nobody serves the requested method
+ +-- HardwareError          a device failed (I2C, camera, GPIO)
+ |    +-- SensorFault       the thermal sensor failed or returned implausible data
+ +-- RecordingError         a thermal recording is malformed (names the line)
 """
 
 from __future__ import annotations

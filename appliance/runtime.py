@@ -58,7 +58,14 @@ def setup_logging(name: str, level: int = logging.INFO) -> None:
             logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s")
         )
     root.addHandler(handler)
-    root.setLevel(os.environ.get("APPLIANCE_LOG_LEVEL", logging.getLevelName(level)).upper())
+    wanted = os.environ.get("APPLIANCE_LOG_LEVEL", "").upper()
+    if wanted and wanted not in logging.getLevelNamesMapping():
+        root.setLevel(level)
+        logging.getLogger(__name__).warning(
+            "APPLIANCE_LOG_LEVEL=%s is not a level; using %s", wanted, logging.getLevelName(level)
+        )
+    else:
+        root.setLevel(wanted or level)
 
 
 def notify(state: str) -> bool:
@@ -90,6 +97,7 @@ class Runtime:
         self.is_ready = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._status = ""
+        self._degraded = False
 
     # --- parts ------------------------------------------------------------------------------
 
@@ -133,9 +141,10 @@ class Runtime:
         self._publish_health("ready")
 
     def status(self, text: str, *, degraded: bool = False) -> None:
-        if text == self._status:
+        if text == self._status and degraded == self._degraded:
             return
         self._status = text
+        self._degraded = degraded
         notify(f"STATUS={text}")
         self._publish_health("degraded" if degraded else ("ready" if self.is_ready else "starting"))
 

@@ -277,7 +277,7 @@ class BusClient:
                 # back off as for a failed connect instead of hammering the broker.
                 failures += 1
                 if failures == 1:
-                    log.warning("bus: the broker closed the connection at once; retrying")
+                    log.warning("bus: connection to the broker lost soon after it opened; retrying")
                 await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
             else:

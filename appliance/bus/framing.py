@@ -109,10 +109,17 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         if self.error is not None:
             return []
-        if self._buf:
-            self._buf += data
-            data = bytes(self._buf)
-            self._buf.clear()
+        buf = self._buf
+        if buf:
+            buf += data
+            # A large frame (a video access unit) arrives over many reads: wait until it is
+            # whole before copying, or every read would copy everything buffered so far.
+            if len(buf) >= PREFIX_SIZE:
+                hlen, alen = PREFIX.unpack_from(buf, 0)
+                if hlen + alen <= self.max_frame and len(buf) < PREFIX_SIZE + hlen + alen:
+                    return []
+            data = bytes(buf)
+            buf.clear()
         view = memoryview(data)
         frames: list[Frame] = []
         pos = 0

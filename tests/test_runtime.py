@@ -1,0 +1,159 @@
+"""The daemon runtime: systemd notifications, the watchdog interval, stop and failure paths."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.bus.broker import Broker
+from appliance.bus.client import BusClient
+from appliance.bus.topics import Health
+from appliance.config import AppConfig, replace
+from appliance.errors import SensorFault
+from appliance.runtime import Runtime, _amain, notify, watchdog_interval
+
+
+@pytest.fixture
+def notify_socket(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[socket.socket]:
+    path = tmp_path_factory.mktemp("notify") / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [
+        (None, None, None),
+        ("200000", None, 0.1),
+        ("200000", "own", 0.1),
+        ("200000", "1", None),  # the watchdog is meant for another process
+        ("soon", None, None),
+    ],
+)
+def test_watchdog_interval(
+    monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float
+) -> None:
+    for name, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", str(os.getpid()) if pid == "own" else pid)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert watchdog_interval() == expected
+
+
+def test_notify_without_systemd_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+
+
+def test_notify_reaches_the_socket(notify_socket: socket.socket) -> None:
+    assert notify("STATUS=hello") is True
+    assert received(notify_socket) == ["STATUS=hello"]
+
+
+async def test_sigterm_stops_cleanly(notify_socket: socket.socket) -> None:
+    stopped: list[str] = []
+
+    async def main(rt: Runtime) -> None:
+        async def forever() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.append("task")
+
+        rt.spawn(forever(), "forever")
+        rt.stack.callback(stopped.append, "stack")
+        rt.ready("up")
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+
+    assert await _amain("unit", main, AppConfig()) == 0
+    assert stopped == ["task", "stack"]  # tasks cancelled first, then parts unwound
+    assert received(notify_socket) == ["READY=1\nSTATUS=up", "STOPPING=1"]
+
+
+async def test_failing_critical_task_exits_1(notify_socket: socket.socket) -> None:
+    async def main(rt: Runtime) -> None:
+        async def crash() -> None:
+            raise SensorFault("i2c bus gone")
+
+        rt.spawn(crash(), "sample")
+
+    assert await _amain("unit", main, AppConfig()) == 1
+    assert received(notify_socket) == ["READY=1", "STOPPING=1"]
+
+
+async def test_startup_error_exits_1_with_status(notify_socket: socket.socket) -> None:
+    async def main(rt: Runtime) -> None:
+        raise SensorFault("no AMG8833 at 0x69")
+
+    assert await _amain("unit", main, AppConfig()) == 1
+    assert received(notify_socket) == ["STATUS=failed: no AMG8833 at 0x69"]
+
+
+async def test_health_follows_status_changes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = tmp_path_factory.mktemp("rt") / "bus.sock"
+    broker = Broker()
+    await broker.start(path)
+    config = replace(AppConfig(), bus={"socket": path})
+    rt = Runtime("unit", config)
+    try:
+        async with BusClient(path, "observer") as observer:
+            health = observer.subscribe("health.unit")
+            await rt.connect_bus()
+
+            async def next_state() -> tuple[str, str]:
+                msg = (await health.get(5)).msg
+                assert isinstance(msg, Health) and msg.daemon == "unit" and msg.pid == os.getpid()
+                return msg.state, msg.status
+
+            assert await next_state() == ("starting", "")
+            rt.ready("10 fps")
+            assert await next_state() == ("ready", "10 fps")
+            rt.status("10 fps", degraded=True)  # same text, new state: still published
+            assert await next_state() == ("degraded", "10 fps")
+            rt.status("10 fps", degraded=True)  # no change: nothing published
+            rt.status("1 fps")
+            assert await next_state() == ("ready", "1 fps")
+    finally:
+        await rt.stack.aclose()
+        await broker.close()
+
+
+def test_setup_logging_level_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import logging
+
+    from appliance.runtime import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setenv("APPLIANCE_LOG_LEVEL", "debug")
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    try:
+        setup_logging("unit")
+        assert root.level == logging.DEBUG
+        assert len(root.handlers) == 1
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
