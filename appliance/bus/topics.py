@@ -144,11 +144,14 @@ class H264AccessUnit(Message):
 class FrameRingNotice(Message):
     """camera.preview / call.remote_video: a new frame sits in the named shared-memory ring."""
 
-    ring: Annotated[str, msgspec.Meta(max_length=255)]
+    ring: Annotated[str, msgspec.Meta(max_length=64)]
     frame_seq: int
     width: int
     height: int
     capture_ts: float
+    # Changes when the writer restarts and recreates the ring (its seqs start again at 1), so a
+    # reader knows to call FrameRingReader.refresh() instead of guessing from a seq going back.
+    generation: int = 0
 
 
 class CameraStatus(Message):
