@@ -189,7 +189,10 @@ class BusClient:
         self._routes: dict[str, tuple[list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None] = {}
         self._handlers: dict[str, Handler] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[int, asyncio.Future[Received]] = {}
+        # Requests awaiting a reply (the future gets the reply payload), and the frames of those
+        # already sent once, to send again after a reconnect.
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._sent: dict[int, bytes] = {}
         self._ids = itertools.count(1)
         self._seqs: dict[str, int] = {}
         self._states: dict[str, bytes] = {}
@@ -301,9 +304,9 @@ class BusClient:
         # Requests sent on the old connection never got their reply; send them again. A request
         # still waiting for its first connection is sent by request() itself, not here, or the
         # server would run it twice.
-        for fut in self._pending.values():
-            resend = getattr(fut, "_bus_frame", None)
-            if resend is not None and not fut.done():
+        for rid, resend in self._sent.items():
+            fut = self._pending.get(rid)
+            if fut is not None and not fut.done():
                 proto.transport.write(resend)
 
     # --- publishing -------------------------------------------------------------------------
@@ -420,19 +423,20 @@ class BusClient:
             raise TypeError(f"{method} takes {spec.params.__name__}, not {type(params).__name__}")
         rid = next(self._ids)
         frame = encode_frame("req", method, _encoder.encode(params), seq=rid, ts=time.monotonic())
-        fut: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
                 self._send(frame)
-                fut._bus_frame = frame  # type: ignore[attr-defined]
-                rx = await fut
+                self._sent[rid] = frame
+                payload = await fut
         except TimeoutError:
             raise RequestTimeout(f"{method}: no reply within {timeout} s") from None
         finally:
             self._pending.pop(rid, None)
-        return _decode(spec.result, rx.attachment or b"")
+            self._sent.pop(rid, None)
+        return _decode(spec.result, payload)
 
     def serve(self, method: str, handler: Handler) -> None:
         """Serve a method: handler(params) -> result message, run as its own task per call."""
@@ -515,7 +519,7 @@ class BusClient:
             if fut is None or fut.done():
                 return
             if kind == "rep":
-                fut.set_result(Received(env.topic, env.seq, env.ts, _NoMsg, bytes(env.payload)))
+                fut.set_result(bytes(env.payload))
             else:
                 info = _error_info(env.payload)
                 exc_type = NoSuchMethod if info.code == "no-such-method" else RemoteError
@@ -533,10 +537,3 @@ def _error_info(payload: msgspec.Raw) -> ErrorInfo:
         return _decode(ErrorInfo, payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return ErrorInfo("bad-error", "malformed error payload")
-
-
-class _Empty(Message):
-    pass
-
-
-_NoMsg = _Empty()

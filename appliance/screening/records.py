@@ -1,45 +1,25 @@
 """The records the screening core takes in and gives out.
 
-``FrameInput`` comes from the thermal daemon (through shared memory); ``ScreeningState`` and
-``ScreeningResult`` map onto the bus topics ``screening.state`` (telemetry, latest wins) and
+``FrameInput`` comes from the `thermal.frame` topic (64 numbers, not a raw frame); ``ScreeningState`` and
+``ScreeningResult`` map onto the bus topics ``screening.state`` (state: latest wins, retained) and
 ``screening.result`` (an event, written to SQLite with a seq before it is published).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
 
-StateName = Literal[
-    "warming-up",
-    "idle",
-    "approaching",
-    "too-far",
-    "too-close",
-    "multiple",
-    "hold-still",
-    "measuring",
-    "result",
-    "fault",
-]
-ResultName = Literal["normal", "elevated", "retry"]
+from appliance.bus.topics import ResultName, ScreeningStateName
+
+# The names are the bus contract's, so the core and `screening.state` can never disagree.
+StateName = ScreeningStateName
 Pixels = npt.NDArray[np.float64]
 
-STATES: tuple[StateName, ...] = (
-    "warming-up",
-    "idle",
-    "approaching",
-    "too-far",
-    "too-close",
-    "multiple",
-    "hold-still",
-    "measuring",
-    "result",
-    "fault",
-)
+STATES: tuple[StateName, ...] = get_args(StateName)
 
 
 @dataclass(frozen=True, slots=True)
