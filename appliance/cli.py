@@ -62,6 +62,18 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args.suite, as_json=args.json, quick=args.quick)
 
 
+def _delegate(module: str) -> Command:
+    """A command whose body lives in `module.main(args) -> int` (imported only when run)."""
+
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+
+        func: Command = importlib.import_module(module).main
+        return func(args)
+
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -92,8 +104,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_doctor)
 
+    p = sub.add_parser("thermal", help="thermal sensor tools")
+    tsub = p.add_subparsers(dest="thermal_command", required=True)
+    t = tsub.add_parser("record", help="record sensor frames to the canonical JSONL format")
+    t.add_argument("--seconds", type=float, required=True)
+    t.add_argument("--out", required=True, metavar="FILE.jsonl")
+    t.add_argument("--config", default=None)
+    t.set_defaults(func=_delegate("appliance.thermal.record"))
+
+    p = sub.add_parser("replay", help="run a thermal recording through the screening core")
+    p.add_argument("file", metavar="FILE", help="a recording, JSONL or CSV")
+    p.add_argument("--config", default=None)
+    p.add_argument("--state-dir", default=None, help="use the site calibration stored here")
+    p.add_argument("--json", action="store_true", help="one JSON object per screened person")
+    p.set_defaults(func=_delegate("appliance.screening.replay_cli"))
+
+    p = sub.add_parser("calibrate", help="compute and store the site calibration offset")
+    p.add_argument("--reference", type=float, required=True, metavar="DEGC")
+    p.add_argument("--recording", default=None, metavar="FILE", help="calibrate from a recording")
+    p.add_argument("--state-dir", default=None)
+    p.add_argument("--config", default=None)
+    p.add_argument("--frames", type=int, default=50, help="frames to average (live)")
+    p.add_argument(
+        "--target",
+        choices=["body", "surface"],
+        default="body",
+        help="body: a person measured with a clinical thermometer; surface: a black body",
+    )
+    p.set_defaults(func=_delegate("appliance.screening.calibrate_cli"))
+
+    p = sub.add_parser("events", help="screening results and alerts")
+    esub = p.add_subparsers(dest="events_command", required=True)
+    e = esub.add_parser("export", help="export stored events")
+    e.add_argument("--csv", action="store_true", required=True, help="CSV on stdout or --out")
+    e.add_argument("--out", default=None)
+    e.add_argument("--since", type=int, default=0, metavar="SEQ")
+    e.add_argument("--state-dir", default=None)
+    e.add_argument("--config", default=None)
+    e.set_defaults(func=_delegate("appliance.screening.export"))
+
     p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("suite", choices=["bus"])
+    p.add_argument("suite", choices=["bus", "screening"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
     p.set_defaults(func=_bench)

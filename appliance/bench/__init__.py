@@ -32,6 +32,10 @@ def run_bench(suite: str, *, as_json: bool, quick: bool = False) -> int:
         from appliance.bench.bus import bench_bus
 
         result = bench_bus(quick=quick)
+    elif suite == "screening":
+        from appliance.bench.screening import bench_screening
+
+        result = bench_screening(quick=quick)
     else:
         raise SystemExit(f"unknown suite {suite}")
     result["machine"] = machine()
