@@ -62,9 +62,12 @@ class ThermalFrame(Message):
 
 
 class ThermalInterrupt(Message):
-    """thermal.interrupt: the sensor's threshold interrupt fired; mask bit i = pixel i."""
+    """thermal.interrupt: the sensor's threshold interrupt fired; mask bit i = ThermalFrame.pixels[i]
+    (image order, row-major, row 0 = top)."""
 
-    mask: Annotated[int, msgspec.Meta(ge=0, lt=2**64)]
+    # No upper bound here: msgspec cannot check bounds beyond int64 (a decoder with lt=2**64 cannot
+    # even be built), and msgpack itself carries at most a uint64, so 64 bits is the limit anyway.
+    mask: Annotated[int, msgspec.Meta(ge=0)]
     mode: Literal["absolute", "difference"]
     upper_c: float
     lower_c: float

@@ -1,0 +1,171 @@
+"""The thermal daemon's power-aware sampling policy: a pure core fed timestamps, frames and interrupts.
+
+Nobody in front: the sensor runs at thermal.idle_fps (1 fps: less self-heating of the sensor, less I2C
+traffic and CPU) with its threshold interrupt armed at background + thermal.presence_delta_c. A pixel
+above that level, seen through the INT edge or in a frame read at the idle rate, means someone arrived:
+switch to active_fps (10) and stay there until nothing has been present for thermal.idle_after_s.
+
+While active the interrupt is off. The 10 fps frames show presence by themselves, and an armed interrupt
+would fire on every frame for as long as someone stands there (the chip re-latches active pixels after
+each clear), which is an event per frame on the bus with nothing new in it.
+
+Background: one number, the median of a quiet frame's 64 pixels (a frame with no pixel above the presence
+level), smoothed with an exponential moving average so that the room's slow drift is followed. The median
+shrugs off the few warm pixels of something small in view. It rises slowly (background_tau_s) so that
+nobody standing near the threshold can pull it up after them, and falls faster (background_fall_tau_s):
+a frame cooler than the background is evidence that the estimate is too high (it started with someone in
+view), and a background stuck high would hide the next arrival.
+
+Every method takes the time `t` (monotonic seconds) of what it reports; the policy never reads a clock,
+so tests drive it with any timeline and the daemon with time.monotonic().
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.thermal import registers as reg
+
+# Far below anything the AMG8833 can see (its object range starts at 0 °C) and below the driver's
+# plausibility floor: the lower level must never fire. A pixel that reads this cold is a fault, which the
+# driver reports on the next frame.
+LOWER_LEVEL_C = -20.0
+# The chip compares against levels in 0.25 °C steps; a new level is programmed only when the background
+# has moved by at least this much, so a drifting room does not mean an I2C write on every frame.
+LEVEL_STEP_C = 0.5
+MAX_HYSTERESIS_C = 1.0
+
+
+@dataclass(frozen=True)
+class InterruptLevels:
+    """Absolute-mode levels for the chip, in °C, already on its 0.25 °C grid."""
+
+    upper_c: float
+    lower_c: float
+    hysteresis_c: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the sensor should be doing now."""
+
+    fps: int
+    interrupt: InterruptLevels | None  # None: interrupt off
+    present: bool  # someone (something warm) was seen within idle_after_s
+
+
+def quantize_level(celsius: float) -> float:
+    """The value the chip will actually hold for a level (0.25 °C steps)."""
+    return reg.level_raw_to_c(reg.level_c_to_raw(celsius))
+
+
+class SamplingPolicy:
+    def __init__(
+        self,
+        *,
+        idle_fps: int,
+        active_fps: int,
+        idle_after_s: float,
+        presence_delta_c: float,
+        background_tau_s: float = 60.0,
+        background_fall_tau_s: float = 5.0,
+    ) -> None:
+        if not 0 < idle_fps <= active_fps:
+            raise ValueError(f"need 0 < idle_fps <= active_fps, got {idle_fps} and {active_fps}")
+        for name, value in (
+            ("idle_after_s", idle_after_s),
+            ("presence_delta_c", presence_delta_c),
+            ("background_tau_s", background_tau_s),
+            ("background_fall_tau_s", background_fall_tau_s),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, not {value}")
+        self.idle_fps = idle_fps
+        self.active_fps = active_fps
+        self.idle_after_s = idle_after_s
+        self.presence_delta_c = presence_delta_c
+        self.background_tau_s = background_tau_s
+        self.background_fall_tau_s = background_fall_tau_s
+        self.hysteresis_c = quantize_level(min(MAX_HYSTERESIS_C, presence_delta_c / 2))
+        self._background: float | None = None
+        self._last_quiet: float | None = None
+        self._last_presence: float | None = None
+        self._levels: InterruptLevels | None = None
+        self._now: float | None = None
+
+    # -- what it knows ---------------------------------------------------------------------------------
+
+    @property
+    def background(self) -> float | None:
+        """°C, or None before the first frame."""
+        return self._background
+
+    @property
+    def presence_level(self) -> float | None:
+        """A pixel above this (°C) counts as someone there; None before the first frame."""
+        return None if self._background is None else self._background + self.presence_delta_c
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def on_frame(self, t: float, pixels: npt.ArrayLike) -> Plan:
+        """A new frame (8x8 or 64 values, °C) read at time t."""
+        self._advance(t)
+        values = np.asarray(pixels, dtype=np.float64).reshape(-1)
+        if values.size != reg.ROWS * reg.COLS:
+            raise ValueError(f"a frame has 64 pixels, not {values.size}")
+        if not np.isfinite(values).all():
+            raise ValueError("frame holds a non-finite value")
+        median = float(np.median(values))
+        if self._background is None:
+            # The first frame is the best guess there is; the median ignores a minority of warm pixels.
+            self._background = median
+        if float(values.max()) > self._background + self.presence_delta_c:
+            self._last_presence = t
+        else:
+            self._learn_background(t, median)
+        return self.plan(t)
+
+    def on_interrupt(self, t: float, mask: int) -> Plan:
+        """The chip's interrupt fired with these pixels (any bit order); an empty mask is a spurious edge."""
+        self._advance(t)
+        if mask:
+            self._last_presence = t
+        return self.plan(t)
+
+    def plan(self, t: float) -> Plan:
+        """What the sensor should do at time t (also as time passes without frames)."""
+        self._advance(t)
+        present = self._last_presence is not None and t - self._last_presence < self.idle_after_s
+        if present or self._background is None:
+            # No background yet: no level to arm with; the first frame comes at the idle rate.
+            return Plan(self.active_fps if present else self.idle_fps, None, present)
+        return Plan(self.idle_fps, self._levels_for(self._background), False)
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _advance(self, t: float) -> None:
+        if not math.isfinite(t):
+            raise ValueError(f"time must be finite, not {t}")
+        if self._now is not None and t < self._now:
+            raise ValueError(f"time went backwards: {t} after {self._now}")
+        self._now = t
+
+    def _learn_background(self, t: float, median: float) -> None:
+        assert self._background is not None
+        if self._last_quiet is not None:
+            dt = t - self._last_quiet
+            tau = self.background_tau_s if median > self._background else self.background_fall_tau_s
+            # Time-based smoothing: the same room drift gives the same estimate at 1 fps and at 10 fps.
+            alpha = 1.0 - math.exp(-dt / tau)
+            self._background += alpha * (median - self._background)
+        self._last_quiet = t
+
+    def _levels_for(self, background: float) -> InterruptLevels:
+        wanted = quantize_level(background + self.presence_delta_c)
+        if self._levels is None or abs(wanted - self._levels.upper_c) >= LEVEL_STEP_C:
+            self._levels = InterruptLevels(wanted, LOWER_LEVEL_C, self.hysteresis_c)
+        return self._levels

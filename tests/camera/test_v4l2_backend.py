@@ -1,0 +1,118 @@
+"""The v4l2 backend: errors for missing or wrong devices, and its pipeline fed by a recorded clip.
+
+There is no webcam here, so the pipeline test replaces only the device: a clip written with
+PyAV is read through the same container API (streams, decode, close) at the webcam's pace.
+Everything after the device (scaling, turning, preview, encoding, keyframes) is the real code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from appliance.camera import h264
+from appliance.camera.base import CameraAbsent, CameraFault
+from appliance.camera.transform import Orientation
+from appliance.camera.v4l2_backend import V4L2Backend, check_device
+
+from .helpers import CollectingSink, assert_keyframes_on_time, decode_all, settings
+
+
+def test_a_missing_device_is_absent_with_the_reason(tmp_path: Path) -> None:
+    backend = V4L2Backend(settings(device=str(tmp_path / "video0")))
+    with pytest.raises(CameraAbsent, match="does not exist"):
+        backend.start(CollectingSink())
+    backend.stop()
+    assert not backend.request_keyframe()
+
+
+def test_a_file_or_a_non_camera_device_is_a_fault(tmp_path: Path) -> None:
+    plain = tmp_path / "video0"
+    plain.write_bytes(b"")
+    with pytest.raises(CameraFault, match="not a character device"):
+        check_device(str(plain))
+    backend = V4L2Backend(settings(device="/dev/null"))
+    with pytest.raises(CameraFault, match="/dev/null"):
+        backend.start(CollectingSink())
+    backend.stop()
+
+
+class PacedClip:
+    """A recorded clip behind the container API the backend uses, delivering at fps like a webcam."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.container = av.open(str(path))
+        self.streams = self.container.streams
+        self.period = 1.0 / fps
+
+    def decode(self, video: int = 0) -> Iterator[Any]:
+        for frame in self.container.decode(video=video):
+            time.sleep(self.period)
+            yield frame
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def write_clip(path: Path, frames: int, width: int = 640, height: int = 480) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=30)  # what many webcams send
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj422p"
+        for i in range(frames):
+            img = np.zeros((height, width, 3), np.uint8)
+            img[:, : width // 2] = (0, 0, 255)  # left half red (B, G, R)
+            img[: height // 4, :, 1] = 255  # a green band along the top
+            img[:, :, 0] = i * 8  # blue changes, so frames differ
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def test_webcam_pipeline_gives_the_same_outputs(tmp_path: Path, sink: CollectingSink) -> None:
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, 24)
+
+    class ClipBackend(V4L2Backend):
+        def _open(self) -> Any:
+            return PacedClip(clip, fps=30)
+
+    # The webcam gives 640x480 at 30 fps; the config asks for 240x320 at 15 fps, turned 90°.
+    backend = ClipBackend(
+        settings(
+            240,
+            320,
+            fps=15,
+            keyframe_interval_s=0.4,
+            orientation=Orientation(90),
+            preview=(120, 160),
+            device="/dev/null",
+        )
+    )
+    backend.start(sink)
+    try:
+        deadline = time.monotonic() + 10
+        while not sink.faults and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        backend.stop()
+    assert sink.faults == ["/dev/null: the stream ended"]  # a clip ends; a webcam unplugged does too
+    units = sink.units
+    assert 9 <= len(units) <= 13  # 24 frames at 30 fps thinned to 15 fps (the last may still be queued)
+    assert_keyframes_on_time(units, 0.4, 15)  # every 6th of the 15 fps
+    sps = h264.find_sps(units[0].data)
+    assert sps is not None and sps.constrained_baseline and sps.level_idc == 31
+    frames = decode_all(au.data for au in units)
+    assert len(frames) == len(units)
+    picture = frames[0].to_ndarray(format="bgr24")
+    assert picture.shape == (320, 240, 3)
+    # Turned clockwise: the clip's top (green band) is now on the right, its red left half on top.
+    assert picture[10, 230, 1] > 200 and picture[10, 10, 2] > 200 and picture[300, 10, 2] < 60
+    preview, _ = sink.previews[0]
+    assert preview.shape == (160, 120, 3) and preview[5, 115, 1] > 200 and preview[5, 5, 2] > 200
