@@ -37,7 +37,7 @@ from appliance.errors import FrameError
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
-_HIGH_WATER = 256 * 1024
+_HIGH_WATER = 1024 * 1024
 MAX_TOPIC = 256
 # Routes are cached per topic; family and scratch topics are open-ended, so the cache is bounded.
 _MAX_ROUTES = 4096

@@ -200,6 +200,15 @@ class BusClient:
         # first subscription to a pattern, so later ones on this client are served from here.
         self._retained: dict[str, Received] = {}
         self._outbox: deque[bytes] = deque(maxlen=outbox)
+        # Frames written in one turn of the event loop leave in one writelines call (corking):
+        # a burst of publishes costs one system call instead of one each, and the broker reads
+        # them in one chunk. The flag per frame says whether it is an event, kept for the
+        # outbox should the connection die before the flush.
+        self._wbuf: list[bytes] = []
+        self._wbuf_events: list[bool] = []
+        self._wbuf_bytes = 0
+        self._wbuf_proto: _Protocol | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._held: set[Subscription] = set()
         self.reconnects = 0
         self.dropped_while_down = 0
@@ -233,6 +242,7 @@ class BusClient:
 
     async def close(self) -> None:
         self._closing = True
+        self._flush()  # what was published before close() still leaves
         for sub in list(self._subs):
             sub.close()
         if self._proto is not None and self._proto.transport is not None:
@@ -294,6 +304,8 @@ class BusClient:
 
     def _on_connected(self, proto: _Protocol) -> None:
         assert proto.transport is not None
+        # Frames still corked for the previous connection: its events join the outbox first.
+        self._flush()
         frames = [encode_frame("hello", "", _encoder.encode(self.name))]
         frames += [encode_frame("sub", p) for p in dict.fromkeys(s.pattern for s in self._subs)]
         frames += [encode_frame("serve", m) for m in self._handlers]
@@ -347,7 +359,7 @@ class BusClient:
             self._states[topic] = frame
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.lost.done():
-            proto.transport.write(frame)
+            self._write(proto, frame, spec.delivery is Delivery.EVENT)
             return True
         if spec.delivery is Delivery.EVENT:
             if len(self._outbox) == self._outbox.maxlen:
@@ -374,6 +386,42 @@ class BusClient:
         if proto is not None and proto.paused:
             await proto.drain()
         return sent
+
+    # --- output -----------------------------------------------------------------------------
+
+    # Past this many buffered bytes a burst is written at once: it bounds memory, and lets the
+    # transport report a slow broker (pause_writing) so publish() can wait.
+    _CORK_BYTES = 16 * 1024
+
+    def _write(self, proto: _Protocol, frame: bytes, event: bool = False) -> None:
+        if self._wbuf_proto is not proto:
+            self._flush()
+            self._wbuf_proto = proto
+        self._wbuf.append(frame)
+        self._wbuf_events.append(event)
+        self._wbuf_bytes += len(frame)
+        if self._wbuf_bytes >= self._CORK_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        frames, events = self._wbuf, self._wbuf_events
+        if not frames:
+            return
+        proto = self._wbuf_proto
+        self._wbuf, self._wbuf_events, self._wbuf_bytes = [], [], 0
+        if proto is not None and proto.transport is not None and not proto.lost.done():
+            proto.transport.writelines(frames)
+            return
+        # The connection died before the flush: events wait in the outbox like any published
+        # while down; requests are resent from _sent on reconnect; telemetry is stale anyway.
+        for frame, event in zip(frames, events, strict=True):
+            if event:
+                self._outbox.append(frame)
 
     # --- subscribing ------------------------------------------------------------------------
 
@@ -473,7 +521,7 @@ class BusClient:
     def _send(self, frame: bytes) -> None:
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.lost.done():
-            proto.transport.write(frame)
+            self._write(proto, frame)
 
     def _route(self, topic: str) -> tuple[list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None:
         targets = [s for s in self._subs if matches(s.pattern, topic)]
