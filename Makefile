@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Build and run-time needs of the Python dependencies (systemd-python compiles against
-# libsystemd) and of the test suite.
-DEB_PACKAGES := gcc pkg-config libsystemd-dev python3-dev python3-venv
+# libsystemd) and of the test suite: Debian's Chromium drives the browser tests through
+# Playwright (never a downloaded browser), coturn relays the TURN test, ffmpeg checks video.
+DEB_PACKAGES := gcc pkg-config libsystemd-dev python3-dev python3-venv chromium coturn ffmpeg fonts-dejavu-core
 
 .PHONY: demo test deps debs lint typecheck unit bench clean
 
