@@ -201,6 +201,8 @@ class Broker:
         self.stats = BrokerStats()
         self.out_batch: dict[Connection, list[bytes | memoryview]] = {}
         self._decoders: dict[type, msgspec.msgpack.Decoder[object]] = {}
+        # Per published topic, its spec and payload decoder: the hot path is one dict lookup.
+        self._pub_specs: dict[str, tuple[TopicSpec, msgspec.msgpack.Decoder[object]]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.started = time.monotonic()
 
@@ -254,25 +256,48 @@ class Broker:
             self._routes[topic] = targets
         return targets
 
+    def _pub_spec(self, topic: str) -> tuple[TopicSpec, msgspec.msgpack.Decoder[object]]:
+        spec = topic_spec(topic)
+        if spec is None:
+            raise FrameError(f"unknown topic {topic!r}")
+        if len(self._pub_specs) >= _MAX_ROUTES:
+            self._pub_specs.clear()  # scratch topics are unbounded; the real ones are few
+        entry = self._pub_specs[topic] = (spec, self._decoder(spec.type))
+        return entry
+
     def handle(self, conn: Connection, frame: Frame) -> None:
         self.stats.frames_in += 1
         env = frame.env
         kind = env.kind
-        if len(env.topic) > MAX_TOPIC:
-            raise FrameError(f"topic name of {len(env.topic)} characters; the limit is {MAX_TOPIC}")
+        topic = env.topic
         if kind == "pub":
-            spec = topic_spec(env.topic)
-            if spec is None:
-                raise FrameError(f"unknown topic {env.topic!r}")
-            self._check_attachment(spec, frame)
-            self._validate(spec.type, env.payload, env.topic)
-            self.topic_counts[env.topic] = self.topic_counts.get(env.topic, 0) + 1
+            entry = self._pub_specs.get(topic)
+            if entry is None:
+                if len(topic) > MAX_TOPIC:
+                    raise FrameError(f"topic name of {len(topic)} characters; the limit is {MAX_TOPIC}")
+                entry = self._pub_spec(topic)
+            spec, decoder = entry
+            if frame.attachment is not None and not spec.attachment:
+                raise FrameError(f"{spec.name} takes no attachment")
+            try:
+                decoder.decode(env.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise FrameError(f"{topic}: payload is not a valid {spec.type.__name__}: {exc}") from None
+            counts = self.topic_counts
+            counts[topic] = counts.get(topic, 0) + 1
             raw: bytes | memoryview = frame.raw
-            if spec.delivery is Delivery.STATE:
-                raw = self.retained[env.topic] = bytes(raw)
-            for target in self.route(env.topic):
-                target.send(raw, spec.delivery, env.topic)
-        elif kind == "req":
+            delivery = spec.delivery
+            if delivery is Delivery.STATE:
+                raw = self.retained[topic] = bytes(raw)
+            targets = self._routes.get(topic)
+            if targets is None:
+                targets = self.route(topic)
+            for target in targets:
+                target.send(raw, delivery, topic)
+            return
+        if len(topic) > MAX_TOPIC:
+            raise FrameError(f"topic name of {len(topic)} characters; the limit is {MAX_TOPIC}")
+        if kind == "req":
             self._request(conn, frame)
         elif kind in ("rep", "err"):
             self._reply(conn, frame)
@@ -303,10 +328,6 @@ class Broker:
             assert isinstance(name, str)
             conn.name = name[:64]
             log.debug("client %r connected", conn)
-
-    def _check_attachment(self, spec: TopicSpec, frame: Frame) -> None:
-        if frame.attachment is not None and not spec.attachment:
-            raise FrameError(f"{spec.name} takes no attachment")
 
     @staticmethod
     def _check_pattern(pattern: str) -> None:
