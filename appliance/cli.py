@@ -59,7 +59,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from appliance.bench import run_bench
 
-    return run_bench(args.suite, as_json=args.json, quick=args.quick)
+    return run_bench(args.suite, as_json=args.json, quick=args.quick, report=args.report)
 
 
 def _delegate(module: str) -> Command:
@@ -144,9 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_delegate("appliance.screening.export"))
 
     p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("suite", choices=["bus", "screening"])
+    from appliance.bench import SUITES
+
+    p.add_argument("suite", choices=[*SUITES, "all"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
+    p.add_argument("--report", default=None, metavar="FILE.md", help="all: write the report table here")
     p.set_defaults(func=_bench)
     return parser
 
