@@ -15,12 +15,23 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from appliance.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
 DAEMONS = ("bus", "camera", "thermal", "screening", "publisher", "screen", "setup", "room")
+
+
+def _pin_or_none(value: Any) -> Any:
+    # TOML has no null: "none" marks a part that is not fitted (no INT wire, no buzzer).
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return value
+
+
+# A BCM GPIO number, or "none" in the file for a part that is not fitted.
+Pin = Annotated[Annotated[int, Field(ge=0, le=53)] | None, BeforeValidator(_pin_or_none)]
 
 
 class Section(BaseModel):
@@ -49,9 +60,7 @@ class ThermalConfig(Section):
     backend: Literal["amg8833", "sim"] = "amg8833"
     i2c_bus: int = Field(1, ge=0, le=32)
     address: Literal[0x68, 0x69] = 0x69
-    int_pin: int | None = Field(
-        4, ge=0, le=53, description="BCM GPIO wired to the sensor's INT; none to poll"
-    )
+    int_pin: Pin = Field(4, description="BCM GPIO wired to the sensor's INT, or none")
     active_fps: Literal[10] = 10
     idle_fps: Literal[1, 10] = 1
     idle_after_s: float = Field(10.0, gt=0, le=3600)
@@ -72,10 +81,10 @@ class ScreeningConfig(Section):
 
 class GpioConfig(Section):
     pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
-    green_led: int | None = Field(17, ge=0, le=53)
-    red_led: int | None = Field(27, ge=0, le=53)
-    buzzer: int | None = Field(22, ge=0, le=53)
-    relay: int | None = Field(None, ge=0, le=53)
+    green_led: Pin = 17
+    red_led: Pin = 27
+    buzzer: Pin = 22
+    relay: Pin = None
     relay_enabled: bool = False
     relay_open_s: float = Field(3.0, gt=0, le=60)
 

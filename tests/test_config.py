@@ -203,3 +203,16 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> 
         atomic_write(tmp_path / "bad-mode", "data", mode="0600")  # type: ignore[arg-type]
     assert sorted(os.listdir(tmp_path)) == ["state"]
     assert len(os.listdir("/proc/self/fd")) == fds  # the temp file's descriptor was closed
+
+
+def test_a_pin_can_be_marked_not_fitted_in_toml(tmp_path: Path) -> None:
+    file = tmp_path / "appliance.toml"
+    file.write_text('[gpio]\nbuzzer = "none"\nrelay = 23\n[thermal]\nint_pin = "None"\n')
+    config = load_config(file, apply_env=False)
+    assert config.gpio.buzzer is None
+    assert config.gpio.relay == 23
+    assert config.thermal.int_pin is None
+    file.write_text('[gpio]\nbuzzer = "off"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(file, apply_env=False)
+    assert "gpio.buzzer" in str(err.value)
