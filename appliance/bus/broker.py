@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
 _HIGH_WATER = 1024 * 1024
+# An in-flight request is forgotten after this long: far beyond any client's timeout, so the
+# requester gave up long ago; a late reply is then dropped like any stale one.
+REQUEST_TTL_S = 300.0
 MAX_TOPIC = 256
 # Routes are cached per topic; family and scratch topics are open-ended, so the cache is bounded.
 _MAX_ROUTES = 4096
@@ -52,6 +55,7 @@ class BrokerStats:
     dropped: int = 0
     cut_off: int = 0
     bad_frames: int = 0
+    expired_requests: int = 0
 
 
 @dataclass
@@ -195,6 +199,9 @@ class Broker:
         self.servers: dict[str, Connection] = {}
         # In-flight requests: broker id -> (requester, requester's id, method, server).
         self.inflight: dict[int, tuple[Connection, int, str, Connection]] = {}
+        # When each in-flight request was forwarded, oldest first (ids only grow), so requests a
+        # server never answers do not pile up for the life of the broker.
+        self._inflight_since: dict[int, float] = {}
         self._next_id = 0
         self._routes: dict[str, list[Connection]] = {}
         self.topic_counts: dict[str, int] = {}
@@ -227,9 +234,11 @@ class Broker:
         for rid, (requester, req_id, method, server) in list(self.inflight.items()):
             if requester is conn:
                 del self.inflight[rid]
+                self._inflight_since.pop(rid, None)
             elif server is conn:
                 # The server went away mid-request: answer now rather than let it time out.
                 del self.inflight[rid]
+                self._inflight_since.pop(rid, None)
                 self._error(requester, method, req_id, "server-gone", f"{method}: server disconnected")
         self.flush()
 
@@ -353,17 +362,35 @@ class Broker:
         self._next_id += 1
         rid = self._next_id
         self.inflight[rid] = (conn, env.seq, env.topic, server)
+        now = time.monotonic()
+        self._inflight_since[rid] = now
+        self._expire_requests(now)
         fwd = encode_frame("req", env.topic, bytes(env.payload), seq=rid, ts=env.ts)
         server.send(fwd, Delivery.EVENT, "")
+
+    def _expire_requests(self, now: float) -> None:
+        since = self._inflight_since
+        while since:
+            rid, started = next(iter(since.items()))
+            if now - started < REQUEST_TTL_S:
+                break
+            del since[rid]
+            entry = self.inflight.pop(rid, None)
+            if entry is not None:
+                self.stats.expired_requests += 1
+                log.warning("%s: no reply from %r after %.0f s; forgotten", entry[2], entry[3], REQUEST_TTL_S)
 
     def _reply(self, conn: Connection, frame: Frame) -> None:
         env = frame.env
         entry = self.inflight.pop(env.seq, None)
+        since = self._inflight_since.pop(env.seq, None)
         if entry is None:
             return  # the requester left or the id is stale: nothing to deliver
         requester, req_id, method, server = entry
         if server is not conn:
             self.inflight[env.seq] = entry
+            if since is not None:
+                self._inflight_since[env.seq] = since
             raise FrameError(f"reply to request {env.seq} from a client that was not asked")
         spec = method_spec(method)
         assert spec is not None

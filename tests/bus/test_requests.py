@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from appliance.bus import broker as broker_module
 from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient
 from appliance.bus.framing import ErrorInfo
@@ -223,3 +224,24 @@ async def test_reply_from_a_client_that_was_not_asked(
     assert "from a client that was not asked" in info.message
     assert rid in broker.inflight  # the real server can still answer
     call.cancel()
+
+
+async def test_requests_a_server_never_answers_are_forgotten(
+    broker: Broker, sock_path: Path, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker_module, "REQUEST_TTL_S", 0.2)
+    server = await make_client("server")
+    raw = await RawClient.connect(sock_path)  # a server that takes requests and never replies
+    await raw.send("hello", "", "mute")
+    await raw.send("serve", "camera.keyframe")
+    await server.request("bus.echo", EchoParams())
+    bus = await make_client("caller")
+    with pytest.raises(RequestTimeout):
+        await bus.request("camera.keyframe", Empty(), timeout=0.3)
+    assert len(broker.inflight) == 1
+    await asyncio.sleep(0.3)
+    # The next request sweeps the expired one; only the new one is in flight.
+    with pytest.raises(RequestTimeout):
+        await bus.request("camera.keyframe", Empty(), timeout=0.1)
+    assert len(broker.inflight) == 1 and broker.stats.expired_requests == 1
+    raw.close()
