@@ -17,6 +17,11 @@ def _run(args: argparse.Namespace) -> int:
     from appliance.config import load_config
     from appliance.runtime import run_daemon, setup_logging
 
+    if args.daemon == "room":
+        # The hosted service reads config/room.toml, not a kiosk's appliance.toml.
+        from appliance.room.daemon import run_room
+
+        return run_room(args.config)
     try:
         main = daemons.load(args.daemon)
     except daemons.NotInThisBuild as exc:
@@ -142,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--state-dir", default=None)
     e.add_argument("--config", default=None)
     e.set_defaults(func=_delegate("appliance.screening.export"))
+
+    p = sub.add_parser("room", help="the hosted room service's tools")
+    rsub = p.add_subparsers(dest="room_command", required=True)
+    r = rsub.add_parser("admin", help="admin accounts")
+    asub = r.add_subparsers(dest="admin_command", required=True)
+    a = asub.add_parser("add", help="add an admin; the password is asked for, or read from stdin")
+    a.add_argument("username")
+    a.add_argument("--config", default=None, help="room config (default $APPLIANCE_ROOM_CONFIG or /etc)")
+    a.set_defaults(func=_delegate("appliance.room.admin_cli"))
+
+    p = sub.add_parser("pair", help="pair this kiosk with a room service (RFC 8628 device flow)")
+    p.add_argument("--room-url", default=None, help="the room service (default: publisher.room_url)")
+    p.add_argument("--config", default=None)
+    p.set_defaults(func=_delegate("appliance.pairing.cli"))
 
     p = sub.add_parser("bench", help="benchmarks")
     from appliance.bench import SUITES

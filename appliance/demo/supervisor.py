@@ -2,8 +2,14 @@
 
 Each child gets its own NOTIFY_SOCKET and a WATCHDOG_USEC, so the demo sees READY=1 (time to
 ready), STATUS= and the watchdog pings exactly as systemd would, and restarts a daemon that
-crashes or stops pinging. The bus starts first; the others follow in START_ORDER and stop in
-reverse on Ctrl-C or at the end of --for.
+crashes or stops pinging. The bus starts first, then the room service; the others follow in
+START_ORDER and stop in reverse on Ctrl-C or at the end of --for.
+
+The room service (appliance.room) runs on 127.0.0.1 at APPLIANCE_DEMO_ROOM_PORT or a free port,
+with its database under the work dir. Before the kiosk's daemons start, the demo makes an admin
+with a random password (printed once, stored nowhere but as a hash), a room and a viewer link,
+and pairs the simulated kiosk through the real device flow (appliance.pairing for the kiosk's
+side, the admin's approval straight in the room's database), so the publisher starts paired.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -24,13 +32,28 @@ from typing import IO, Any
 from appliance import daemons
 from appliance.atomic import atomic_write
 from appliance.bus.client import BusClient
+from appliance.bus.topics import PairingStatus
+from appliance.config import load_config
 from appliance.demo.notify import NotifySocket
+from appliance.errors import ApplianceError
+from appliance.pairing.credentials import load_credentials
+from appliance.pairing.service import Pairing, PairingRefused
+from appliance.room.accounts import Accounts
+from appliance.room.db import open_database
+from appliance.room.devices import Devices
+from appliance.room.rooms import Rooms
+from appliance.room.tokens import normalize_user_code
 
 log = logging.getLogger("appliance.demo")
 
 WATCHDOG_S = 10.0
 STOP_TIMEOUT_S = 5.0
 RESTART_DELAY_S = 1.0
+ROOM_READY_S = 20.0
+PAIR_TIMEOUT_S = 20.0
+DEMO_ROOM_NAME = "Demo entrance"
+# The room service comes right after the bus: the kiosk's daemons are paired with it by then.
+ORDER = ("bus", "room", *(n for n in daemons.START_ORDER if n != "bus"))
 
 DEMO_CONFIG = """\
 # Written by `appliance demo`: simulated hardware, everything under this directory.
@@ -60,7 +83,29 @@ port = {setup_port}
 
 [publisher]
 audio_backend = "sim"
+room_url = "{room_url}"
 """
+
+ROOM_CONFIG = """\
+# Written by `appliance demo`: the room service on this machine.
+[service]
+host = "127.0.0.1"
+port = {port}
+public_url = "{url}"
+database = "{database}"
+bus_socket = "{bus}"
+
+[pairing]
+# The demo pairs its kiosk at start; a short interval keeps that quick.
+interval_s = 1
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -103,7 +148,13 @@ class Supervisor:
         self.run = workdir / "run"
         self.logs = workdir / "logs"
         self.config_file = workdir / "appliance.toml"
-        self.children = {n: Child(n, self.run / f"notify-{n}.sock") for n in names}
+        self.room_config = workdir / "room.toml"
+        port = os.environ.get("APPLIANCE_DEMO_ROOM_PORT")
+        self.room_url = f"http://127.0.0.1:{int(port) if port else free_port()}"
+        self.room_lines: list[str] = []
+        self.kiosk_paired = False
+        self.order = [n for n in ORDER if n in names]
+        self.children = {n: Child(n, self.run / f"notify-{n}.sock") for n in self.order}
         self.notify: list[NotifySocket] = []
         self.topic_counts: dict[str, int] = {}
         self.stopping = asyncio.Event()
@@ -120,8 +171,16 @@ class Supervisor:
             run=self.run,
             screen_driver="dummy" if self.headless else "auto",
             setup_port=int(os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")),
+            room_url=self.room_url,
         )
         atomic_write(self.config_file, text)
+        room = ROOM_CONFIG.format(
+            port=self.room_url.rsplit(":", 1)[1],
+            url=self.room_url,
+            database=self.state / "room" / "room.db",
+            bus=self.run / "bus.sock",
+        )
+        atomic_write(self.room_config, room, mode=0o600)
 
     def env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
@@ -147,12 +206,14 @@ class Supervisor:
         child.last_ping = child.spawned_at
         env = self.env(child)
         env.pop("WATCHDOG_PID", None)
+        config = ["--config", str(self.room_config)] if child.name == "room" else []
         child.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "appliance",
             "run",
             child.name,
+            *config,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=child.log_file or None,
@@ -207,10 +268,10 @@ class Supervisor:
             sock = NotifySocket(each.notify_path, each.on_notify)
             await sock.open()
             self.notify.append(sock)
-        for name in daemons.START_ORDER:
-            child = self.children.get(name)
-            if child is None:
-                continue
+        for name in self.order:
+            child = self.children[name]
+            if name == "room":
+                admin, password, room_id = self.provision_room()
             await self.spawn(child)
             self.spawn_task(self.watch(child), f"watch-{name}")
             if name == "bus":
@@ -219,7 +280,66 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(child.ready.wait(), 10)
                 self.spawn_task(self.count_topics(), "topics")
+            elif name == "room":
+                try:
+                    await asyncio.wait_for(child.ready.wait(), ROOM_READY_S)
+                except TimeoutError:
+                    self.room_lines.append("  kiosk:        not paired: the room service did not start")
+                else:
+                    await self.pair_kiosk(admin, room_id)
+                self.room_lines.insert(
+                    0, f"  room admin:   {self.room_url}/  user {admin}  password {password}"
+                )
         self.spawn_task(self.watchdog(), "watchdog")
+
+    def provision_room(self) -> tuple[str, str, str]:
+        """An admin with a fresh random password, the demo room and a viewer link for it,
+        written to the room's database before the service starts: (admin, password, room id)."""
+        conn = open_database(self.state / "room" / "room.db")
+        try:
+            now = time.time()
+            name, password = f"demo-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+            Accounts(conn).add_admin(name, password, now)
+            rooms = Rooms(conn)
+            room = next((r for r in rooms.all() if r.name == DEMO_ROOM_NAME), None) or rooms.create(
+                DEMO_ROOM_NAME, now
+            )
+            _, invite = rooms.create_invite(room.id, "demo viewer", now, None)
+        finally:
+            conn.close()
+        self.room_lines.append(f"  viewer link:  {self.room_url}/view/{invite}")
+        return name, password, room.id
+
+    async def pair_kiosk(self, admin_name: str, room_id: str) -> None:
+        """The simulated kiosk's device flow against the running room service; the admin's
+        approval goes straight into the room's database as the code appears."""
+        config = load_config(self.config_file)
+        creds = load_credentials(config.paths.state_dir)
+        if creds is not None and creds.room_url == self.room_url:
+            self.kiosk_paired = True  # a --workdir used before: its pairing stands
+            self.room_lines.append(f"  kiosk:        paired with {creds.room_name!r} (from an earlier run)")
+            return
+        conn = open_database(self.state / "room" / "room.db")
+        admin = Accounts(conn).credentials(admin_name)[0]
+        assert admin is not None
+
+        def approve(status: PairingStatus) -> None:
+            code = normalize_user_code(status.user_code or "") if status.state == "code" else None
+            if code is not None:
+                Devices(conn).decide(code, room_id, admin.id, time.time())
+
+        try:
+            creds = await asyncio.wait_for(
+                Pairing(config, on_status=approve).pair_once(self.room_url), PAIR_TIMEOUT_S
+            )
+        except (TimeoutError, PairingRefused, ApplianceError, OSError) as exc:
+            log.error("pairing the demo kiosk failed: %s", exc or type(exc).__name__)
+            self.room_lines.append(f"  kiosk:        not paired ({exc or type(exc).__name__})")
+            return
+        finally:
+            conn.close()
+        self.kiosk_paired = True
+        self.room_lines.append(f"  kiosk:        paired with {creds.room_name!r}")
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -228,7 +348,7 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.bus is not None:
             await self.bus.close()
-        for name in reversed(daemons.START_ORDER):
+        for name in reversed(self.order):
             running = self.children.get(name)
             if running is None or running.proc is None or running.proc.returncode is not None:
                 continue
@@ -262,6 +382,7 @@ class Supervisor:
                 for c in self.children.values()
             },
             "topics": dict(sorted(self.topic_counts.items())),
+            "room": {"url": self.room_url, "kiosk_paired": self.kiosk_paired},
         }
 
     def urls(self) -> list[str]:
@@ -270,17 +391,17 @@ class Supervisor:
             port = os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")
             lines.append(f"  setup page:   http://127.0.0.1:{port}/")
         if "room" in self.children:
-            lines.append("  room service: see the room daemon's log for the viewer link")
+            lines.extend(self.room_lines)
         return lines
 
 
 async def _demo(workdir: Path, headless: bool, duration: float | None, report: str | None) -> int:
     names = daemons.available()
-    sup = Supervisor(workdir, [n for n in daemons.START_ORDER if n in names], headless=headless)
+    sup = Supervisor(workdir, [n for n in ORDER if n in names], headless=headless)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.stopping.set)
-    missing = [n for n in daemons.START_ORDER if n not in names]
+    missing = [n for n in ORDER if n not in names]
     print(f"appliance demo: running {', '.join(sup.children)} (work dir {workdir})", flush=True)
     if missing:
         print(f"  not in this build yet: {', '.join(missing)}", flush=True)

@@ -79,6 +79,8 @@ class IceCandidate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     candidate: Annotated[str, msgspec.Meta(max_length=2048)]
     sdpMid: str | None = None  # the browser's field names
     sdpMLineIndex: int | None = None
+    # Browsers put it in RTCIceCandidate.toJSON(); without it here their candidates were refused.
+    usernameFragment: str | None = None
 
 
 class RoomInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

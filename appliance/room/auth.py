@@ -1,0 +1,86 @@
+"""Admin sessions and CSRF tokens for the server-rendered pages.
+
+Cookies are HttpOnly and SameSite=Strict, and Secure whenever the service is reached over
+HTTPS. Every form carries a CSRF token: an HMAC of the admin's session id under the service's
+key, or, before login, of a random pre-session cookie (so the login form is protected too).
+A POST without the right token gets 403 before anything else is looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from appliance.room import tokens
+from appliance.room.accounts import Admin
+from appliance.room.services import secure_cookies, services
+
+SESSION_COOKIE = "room_session"
+PRE_COOKIE = "room_pre"
+CSRF_FIELD = "csrf"
+_TOKEN_MAX = 128
+
+
+@dataclass
+class Visitor:
+    admin: Admin | None
+    session: str | None  # the admin's session token, when logged in
+    pre: str  # the pre-session cookie's value
+    new_pre: bool  # set the pre-session cookie on the way out
+    csrf: str
+
+
+def visitor(request: web.Request) -> Visitor:
+    s = services(request)
+    session = request.cookies.get(SESSION_COOKIE)
+    admin = None
+    if session and len(session) <= _TOKEN_MAX:
+        admin = s.accounts.session_admin(session, s.now())
+    if admin is None:
+        session = None
+    pre = request.cookies.get(PRE_COOKIE, "")
+    new_pre = not pre or len(pre) > _TOKEN_MAX
+    if new_pre:
+        pre = tokens.new_token()
+    csrf = tokens.sign(s.key, "session", session) if session else tokens.sign(s.key, "pre", pre)
+    return Visitor(admin, session, pre, new_pre, csrf)
+
+
+def set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int | None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=secure_cookies(request),
+    )
+
+
+def finish(request: web.Request, response: web.StreamResponse, who: Visitor) -> web.StreamResponse:
+    if who.new_pre:
+        set_cookie(request, response, PRE_COOKIE, who.pre, None)
+    return response
+
+
+def field(form: Mapping[str, object], name: str, limit: int = 4096) -> str:
+    """A text field of a posted form; '' when missing, a file, or absurdly long."""
+    value = form.get(name)
+    return value if isinstance(value, str) and len(value) <= limit else ""
+
+
+def csrf_ok(who: Visitor, form: Mapping[str, object]) -> bool:
+    sent = field(form, CSRF_FIELD, 256)
+    return bool(sent) and tokens.same(sent, who.csrf)
+
+
+def safe_next(target: str, default: str = "/rooms") -> str:
+    """Only a path on this site: never //evil.example or a scheme (open redirect)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target and len(target) < 512:
+        return target
+    return default

@@ -1,0 +1,76 @@
+"""The kiosk's credentials on disk."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from appliance.config import AppConfig, PathsConfig
+from appliance.pairing.credentials import (
+    DeviceCredentials,
+    credentials_path,
+    current_credentials,
+    device_id,
+    device_model,
+    forget_credentials,
+    load_credentials,
+    normalize_room_url,
+    save_credentials,
+)
+
+CREDS = DeviceCredentials(
+    room_url="https://rooms.example.org", token="rdt_secret", room_id="r1", room_name="Lobby", paired_at=1.0
+)
+
+
+def test_saved_0600_and_read_back(tmp_path: Path) -> None:
+    save_credentials(tmp_path, CREDS)
+    assert stat.S_IMODE(credentials_path(tmp_path).stat().st_mode) == 0o600
+    assert load_credentials(tmp_path) == CREDS
+    config = AppConfig(paths=PathsConfig(state_dir=tmp_path))
+    assert current_credentials(config) == CREDS
+    assert forget_credentials(tmp_path) and load_credentials(tmp_path) is None
+    assert not forget_credentials(tmp_path)
+
+
+def test_a_damaged_file_means_unpaired(tmp_path: Path) -> None:
+    credentials_path(tmp_path).write_text('{"room_url": "x"')
+    assert load_credentials(tmp_path) is None
+    credentials_path(tmp_path).write_text('{"room_url": 5}')
+    assert load_credentials(tmp_path) is None
+
+
+def test_device_id_is_made_once(tmp_path: Path) -> None:
+    first = device_id(tmp_path)
+    assert first.startswith("kiosk-") and device_id(tmp_path) == first
+    assert device_id(tmp_path / "other") != first
+
+
+def test_device_model_from_the_device_tree(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    assert device_model(model) == "Raspberry Pi 4 Model B Rev 1.4"
+    assert "simulated" in device_model(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("HTTPS://Rooms.Example.org/", "https://rooms.example.org"),
+        ("http://127.0.0.1:8443", "http://127.0.0.1:8443"),
+        ("https://example.org/rooms/", "https://example.org/rooms"),
+        ("http://[::1]:80", "http://[::1]:80"),
+    ],
+)
+def test_room_urls_are_normalized(url: str, normal: str) -> None:
+    assert normalize_room_url(url) == normal
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "rooms.example.org", "https://", "https://u:p@x", "https://x/?a=1"]
+)
+def test_bad_room_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        normalize_room_url(url)

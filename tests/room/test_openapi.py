@@ -1,0 +1,90 @@
+"""The JSON API against its OpenAPI description, by schemathesis, on a running service process:
+every operation, valid and invalid input, no 5xx, responses as described."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from appliance.room import openapi
+
+from .process import RoomProcess, room_process, write_config
+
+pytestmark = pytest.mark.slow
+
+# Fuzzing should reach the handlers, not the rate limits (429 is described and allowed, but a
+# run that only ever sees it proves little).
+GENEROUS = """
+[pairing]
+authorize_per_address_per_min = 100000
+authorize_overall_per_min = 100000
+token_per_address_per_min = 100000
+token_overall_per_min = 100000
+[rooms]
+viewer_session_per_address_per_min = 100000
+viewer_session_overall_per_min = 100000
+ws_connect_per_address_per_min = 100000
+ws_connect_overall_per_min = 100000
+"""
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoomProcess]:
+    tmp = tmp_path_factory.mktemp("room-openapi")
+    with room_process(write_config(tmp, GENEROUS)) as running:
+        yield running
+        assert "Traceback" not in running.log, running.log
+
+
+# The description as the code builds it; test_served_description_is_this_one checks that the
+# service serves exactly this. (Loaded here rather than from the running service because the
+# pytest plugin needs the operations at collection time.)
+schema = schemathesis.openapi.from_dict(openapi.document())
+
+
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms(case: schemathesis.Case, service: RoomProcess) -> None:
+    excluded = []
+    if case.operation.path == "/api/v1/device/token":
+        # RFC 8628 section 3.5: a well-formed poll for an unknown or pending code is a 400
+        # (invalid_grant, authorization_pending...), so "valid data gets 2xx" does not apply.
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(base_url=service.url, excluded_checks=excluded)
+
+
+def test_served_description_is_this_one(service: RoomProcess) -> None:
+    assert requests.get(service.url + "/api/v1/openapi.json", timeout=10).json() == openapi.document()
+
+
+def test_the_description_is_served_and_lists_every_api_route(service: RoomProcess) -> None:
+    doc = requests.get(service.url + "/api/v1/openapi.json", timeout=10).json()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) == {
+        "/api/v1/device/authorize",
+        "/api/v1/device/token",
+        "/api/v1/device/me",
+        "/api/v1/device/revoke",
+        "/api/v1/viewer/session",
+        "/api/v1/ws",
+        "/api/v1/health",
+        "/api/v1/openapi.json",
+    }
+
+
+def test_unknown_api_paths_and_methods_are_json_4xx(service: RoomProcess) -> None:
+    r = requests.get(service.url + "/api/v1/nothing", timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = requests.delete(service.url + "/api/v1/device/authorize", timeout=10)
+    assert r.status_code == 405 and "POST" in r.headers["Allow"]
+    assert r.json()["error"] == "method_not_allowed"
+
+
+def test_it_listens_where_it_said(service: RoomProcess, tmp_path: Path) -> None:
+    assert requests.get(service.url + "/api/v1/health", timeout=10).json()["status"] == "ok"
