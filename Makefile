@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 # Build and run-time needs of the Python dependencies (systemd-python compiles against
 # libsystemd) and of the test suite: Debian's Chromium drives the browser tests through
-# Playwright (never a downloaded browser), coturn relays the TURN test, ffmpeg checks video.
-DEB_PACKAGES := gcc pkg-config libsystemd-dev python3-dev python3-venv chromium coturn ffmpeg fonts-dejavu-core
+# Playwright (never a downloaded browser), coturn relays the TURN test, ffmpeg checks video;
+# debootstrap builds the rootfs that tests/systemd boots with systemd as PID 1, whose units the
+# host's systemd-analyze verifies.
+DEB_PACKAGES := gcc pkg-config libsystemd-dev python3-dev python3-venv chromium coturn ffmpeg fonts-dejavu-core \
+	debootstrap systemd
 
-.PHONY: demo test deps debs lint typecheck unit bench clean
+.PHONY: demo test deps debs lint typecheck unit bench clean image-check
 
 deps: $(STAMP)
 
@@ -35,10 +38,14 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-unit: deps
+unit: deps debs
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The image's install steps on an arm64 rootfs under qemu (15-25 minutes): not part of `test`.
+image-check:
+	bash image-build/check
 
 bench: deps
 	$(BIN)/appliance bench bus --json

@@ -268,6 +268,72 @@ def check_gpio(pin_factory: str, dev: Path = DEV) -> CheckResult:
     return _ok(name, ", ".join(c.name for c in chips))
 
 
+# --- display, audio, H.264 encoder ------------------------------------------------------------
+
+
+def check_display(driver: str, dev: Path = DEV) -> CheckResult:
+    """A KMS display device for the screen daemon (pygame on kmsdrm)."""
+    name = "display"
+    if driver != "kmsdrm" and not (driver == "auto" and not _desktop_session()):
+        return _skip(name, f"screen.driver is {driver}: no KMS display to look for")
+    cards = sorted((dev / "dri").glob("card*"))
+    if not cards:
+        return _fail(
+            name,
+            f"no {dev}/dri/card*: no KMS display driver; set dtoverlay=vc4-kms-v3d in "
+            "/boot/firmware/config.txt and check the display cable",
+        )
+    if not any(os.access(c, os.R_OK | os.W_OK) for c in cards):
+        return _fail(name, f"no access to {', '.join(c.name for c in cards)}: add the user to group video")
+    return _ok(name, ", ".join(c.name for c in cards))
+
+
+def _desktop_session() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def check_audio(backend: str, dev: Path = DEV) -> CheckResult:
+    """ALSA playback (speaker: prompts, remote staff) and capture (microphone: calls)."""
+    name = "audio"
+    if backend == "sim":
+        return _skip(name, "publisher.audio_backend is sim: no sound devices to look for")
+    playback = sorted((dev / "snd").glob("pcmC*D*p"))
+    capture = sorted((dev / "snd").glob("pcmC*D*c"))
+    if not playback and not capture:
+        return _fail(
+            name,
+            f"no sound devices in {dev}/snd: plug in the USB sound card or set dtparam=audio=on; "
+            "`aplay -l` and `arecord -l` list them",
+        )
+    if not capture:
+        return _warn(name, "no microphone (no capture device): remote staff cannot hear the person")
+    if not playback:
+        return _warn(name, "no speaker (no playback device): no prompts, remote staff cannot be heard")
+    return _ok(name, f"{len(playback)} playback, {len(capture)} capture device(s)")
+
+
+SYS_V4L = Path("/sys/class/video4linux")
+
+
+def check_h264_encoder(backend: str, sys_v4l: Path = SYS_V4L) -> CheckResult:
+    """The SoC's V4L2 memory-to-memory H.264 encoder (bcm2835-codec on a Pi 4 and earlier)."""
+    name = "h264 encoder"
+    if backend == "sim":
+        return _skip(name, "camera.backend is sim: no encoder to look for")
+    for node in sorted(sys_v4l.glob("video*")):
+        try:
+            label = (node / "name").read_text().strip()
+        except OSError:
+            continue
+        if "encode" in label.lower():
+            return _ok(name, f"hardware H.264 encoder /dev/{node.name} ({label})")
+    return _warn(
+        name,
+        "no hardware H.264 encoder (a Pi 5 has none): video is encoded in software, which costs CPU; "
+        "keep camera.width, camera.height and camera.fps modest",
+    )
+
+
 # --- the bus --------------------------------------------------------------------------------
 
 
@@ -519,6 +585,7 @@ class Host:
     dev: Path = DEV
     systemd_run: Path = SYSTEMD_RUN
     systemctl: str | None = None
+    sys_v4l: Path = SYS_V4L
     bus_timeout: float = 3.0
     net_timeout: float = 3.0
 
@@ -539,7 +606,10 @@ async def run_checks(config: AppConfig, host: Host | None = None) -> list[CheckR
         else:
             results.append(check_amg8833(thermal.i2c_bus, thermal.address, host.dev))
     results.append(check_camera(config.camera.backend, config.camera.device, host.dev))
+    results.append(check_h264_encoder(config.camera.backend, host.sys_v4l))
     results.append(check_gpio(config.gpio.pin_factory, host.dev))
+    results.append(check_display(config.screen.driver, host.dev))
+    results.append(check_audio(config.publisher.audio_backend, host.dev))
     results.append(await check_bus(config.bus_socket, host.bus_timeout))
     results += check_units(systemctl=host.systemctl, systemd_run=host.systemd_run)
     results.append(check_state_dir(config.paths.state_dir))

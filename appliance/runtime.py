@@ -50,7 +50,9 @@ def setup_logging(name: str, level: int = logging.INFO) -> None:
     if under_systemd():
         from systemd.journal import JournalHandler
 
-        handler = JournalHandler(SYSLOG_IDENTIFIER=f"appliance-{name}")
+        # APPLIANCE_DAEMON: one field to select a daemon's entries in the journal
+        # (journalctl APPLIANCE_DAEMON=thermal), whatever the unit or identifier is called.
+        handler = JournalHandler(SYSLOG_IDENTIFIER=f"appliance-{name}", APPLIANCE_DAEMON=name)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -179,11 +181,20 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _block_loop_forever() -> None:
+    log.warning("SIGUSR2 with APPLIANCE_TEST_HOOKS=1: blocking the event loop")
+    while True:
+        time.sleep(1)
+
+
 async def _amain(name: str, main: Main, config: AppConfig) -> int:
     rt = Runtime(name, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stop)
+    if os.environ.get("APPLIANCE_TEST_HOOKS") == "1":
+        # Tests under a real systemd: SIGUSR2 wedges the event loop, so the watchdog must fire.
+        loop.add_signal_handler(signal.SIGUSR2, _block_loop_forever)
     interval = watchdog_interval()
     watchdog = loop.create_task(rt._watchdog(interval)) if interval else None
     try:

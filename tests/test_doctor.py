@@ -35,6 +35,9 @@ pin_factory = "mock"
 
 [publisher]
 audio_backend = "sim"
+
+[screen]
+driver = "dummy"
 """
 
 
@@ -128,7 +131,10 @@ async def test_a_sim_kiosk_with_its_broker_has_no_failures(
         "i2c adapter": Status.SKIP,
         "thermal sensor": Status.SKIP,
         "camera": Status.SKIP,
+        "h264 encoder": Status.SKIP,
         "gpio": Status.SKIP,
+        "display": Status.SKIP,
+        "audio": Status.SKIP,
         "bus": Status.OK,
         "units": Status.SKIP,
         "state dir": Status.OK,
@@ -412,3 +418,38 @@ async def test_room_service_bad_url_and_unknown_host() -> None:
     assert bad.status is Status.FAIL and "publisher.room_url" in bad.detail
     unknown = await doctor.check_room_service("https://no-such-host.invalid", timeout=3.0)
     assert unknown.status is Status.FAIL and "cannot resolve no-such-host.invalid" in unknown.detail
+
+
+# --- display, audio, H.264 encoder ----------------------------------------------------------
+
+
+def test_display(host: Host) -> None:
+    assert doctor.check_display("dummy", host.dev).status is Status.SKIP
+    missing = doctor.check_display("kmsdrm", host.dev)
+    assert missing.status is Status.FAIL and "vc4-kms-v3d" in missing.detail
+    (host.dev / "dri").mkdir()
+    (host.dev / "dri" / "card1").touch()
+    assert doctor.check_display("kmsdrm", host.dev).status is Status.OK
+
+
+def test_audio(host: Host) -> None:
+    assert doctor.check_audio("sim", host.dev).status is Status.SKIP
+    assert doctor.check_audio("alsa", host.dev).status is Status.FAIL
+    (host.dev / "snd").mkdir()
+    (host.dev / "snd" / "pcmC0D0p").touch()
+    speaker_only = doctor.check_audio("alsa", host.dev)
+    assert speaker_only.status is Status.WARN and "microphone" in speaker_only.detail
+    (host.dev / "snd" / "pcmC1D0c").touch()
+    assert doctor.check_audio("alsa", host.dev).status is Status.OK
+
+
+def test_h264_encoder(tmp_path: Path) -> None:
+    sys_v4l = tmp_path / "video4linux"
+    assert doctor.check_h264_encoder("sim", sys_v4l).status is Status.SKIP
+    (sys_v4l / "video0").mkdir(parents=True)
+    (sys_v4l / "video0" / "name").write_text("unicam-image\n")
+    assert doctor.check_h264_encoder("picamera2", sys_v4l).status is Status.WARN
+    (sys_v4l / "video11").mkdir()
+    (sys_v4l / "video11" / "name").write_text("bcm2835-codec-encode\n")
+    found = doctor.check_h264_encoder("picamera2", sys_v4l)
+    assert found.status is Status.OK and "/dev/video11" in found.detail

@@ -1,0 +1,373 @@
+"""The appliance's units under a real systemd as PID 1, with simulated hardware.
+
+One boot for the module (systemd_machine.Machine over the cached rootfs_cache rootfs): the
+repository's units installed and enabled as the image does, a config with every backend
+simulated, and a scenario in which a feverish person steps up every SCENE_S seconds. A bus
+subscriber inside the machine (fever_subscriber.py) collects alert.fever the whole time.
+
+The tests run in file order against that one machine: everything up; kill -9 of each daemon
+(timed into the empty stretch of the scenario, so each outage falls between two visitors);
+no fever alert lost; a blocked event loop killed by the watchdog; structured journal entries;
+and last, stopping appliance.target. Daemons not in this build (appliance.daemons.available())
+have their units masked and their tests skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+import rootfs_cache
+from systemd_machine import Machine
+
+from appliance import daemons
+from appliance.bus.topics import ScreeningResult
+
+pytestmark = pytest.mark.slow
+
+DAEMONS = list(daemons.START_ORDER)
+AVAILABLE = [d for d in DAEMONS if d in daemons.available()]
+MISSING = [d for d in DAEMONS if d not in AVAILABLE]
+
+# The scenario: one feverish visitor per loop, in front of the sensor from VISIT[0] to VISIT[1]
+# seconds into it; the rest of the loop is an empty scene.
+SCENE_S = 14.0
+VISIT = (1.0, 8.0)
+SCENARIO = f"""\
+name = "systemd-test"
+duration = {SCENE_S}
+loop = true
+seed = 3
+
+[ambient]
+temperature = 22.0
+
+[[person]]
+name = "feverish"
+enter = {VISIT[0]}
+approach = 1.5
+dwell = 4.0
+leave = 1.5
+distance = 0.5
+core_temp = 39.0
+"""
+# Every backend simulated. idle_fps = 10: a restarted screening daemon relearns the empty scene
+# (10 frames) in one second instead of ten, so an outage between two visitors stays between them.
+CONFIG = """\
+[thermal]
+backend = "sim"
+warmup_s = 0.0
+idle_fps = 10
+
+[screening]
+system_warmup_s = 0.0
+
+[gpio]
+pin_factory = "mock"
+
+[camera]
+backend = "sim"
+width = 320
+height = 240
+fps = 10
+
+[publisher]
+audio_backend = "sim"
+
+[screen]
+driver = "dummy"
+fullscreen = false
+
+[setup]
+host = "127.0.0.1"
+port = 8080
+
+[sim]
+scenario = "/etc/appliance/test-scenario.toml"
+"""
+# Test-only: APPLIANCE_TEST_HOOKS=1 makes SIGUSR2 block a daemon's event loop (appliance/runtime.py).
+# A prefix drop-in: it applies to every appliance-*.service.
+HOOKS = "[Service]\nEnvironment=APPLIANCE_TEST_HOOKS=1\n"
+
+READY_AFTER_KILL_S = 3.0
+STOP_S = 5.0
+WATCHDOG_S = 10.0
+# The kill goes in right after the visitor has left; the daemon is back well before the next.
+KILL_AT = VISIT[1] + 0.5
+SUBSCRIBER_OUT = "/var/lib/appliance-test/alerts.jsonl"
+
+
+def unit(daemon: str) -> str:
+    return f"appliance-{daemon}.service"
+
+
+def scene_phase(now: float | None = None) -> float:
+    # The sims' scene clock (appliance.sim.clock) with no epoch: CLOCK_MONOTONIC, the same here.
+    return (time.monotonic() if now is None else now) % SCENE_S
+
+
+class Outages:
+    """When each daemon was down, in CLOCK_MONOTONIC seconds, for the loss check."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+        self.started = 0.0
+
+    def overlaps(self, start: float, end: float, daemons: tuple[str, ...]) -> bool:
+        return any(d in daemons and a < end and b > start for d, a, b in self.spans)
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[Machine]:
+    why = rootfs_cache.unavailable()
+    if why:
+        pytest.skip(f"no systemd machine here: {why}")
+    started = time.monotonic()
+    rootfs = rootfs_cache.ensure_rootfs(log=lambda s: print(s, flush=True))
+    print(f"rootfs ready in {time.monotonic() - started:.1f} s", flush=True)
+    m = Machine(rootfs)
+    m.install_units(mask=[unit(d) for d in MISSING])
+    m.write("/etc/appliance/appliance.toml", CONFIG)
+    m.write("/etc/appliance/test-scenario.toml", SCENARIO)
+    m.write("/etc/systemd/system/appliance-.service.d/test-hooks.conf", HOOKS)
+    m.write("/var/lib/appliance-test/.keep", "")
+    if MISSING:
+        print(f"daemons not in this build (units masked): {', '.join(MISSING)}", flush=True)
+    try:
+        booted = time.monotonic()
+        m.boot()
+        print(f"systemd booted in {time.monotonic() - booted:.1f} s", flush=True)
+        subscriber = f"{rootfs_cache.SRC}/tests/systemd/fever_subscriber.py"
+        m.subscriber = m.popen(
+            [f"{rootfs_cache.VENV}/bin/python", subscriber, SUBSCRIBER_OUT], m.workdir / "subscriber.log"
+        )
+        yield m
+    finally:
+        m.shutdown()
+        if os.environ.get("APPLIANCE_TEST_KEEP") != "1":
+            m.cleanup()
+        else:
+            print(f"kept {m.workdir}")
+
+
+@pytest.fixture(scope="module")
+def outages() -> Outages:
+    return Outages()
+
+
+WATCHED = ("ActiveState", "SubState", "MainPID", "NRestarts", "ActiveEnterTimestampMonotonic", "StatusText")
+
+
+def wait_active(m: Machine, name: str, timeout: float, *, not_pid: str | None = None) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    props: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        props = m.show(name, *WATCHED)
+        running = props["ActiveState"] == "active" and props["SubState"] == "running"
+        if running and props["MainPID"] != not_pid:
+            return props
+        time.sleep(0.05)
+    log = m.journal("-u", name, "-n", "30")
+    raise AssertionError(f"{name} not active (running) within {timeout:g} s: {props}\n{log}")
+
+
+def test_every_unit_is_active_after_ready(machine: Machine, outages: Outages) -> None:
+    outages.started = time.monotonic()
+    problems = []
+    for d in AVAILABLE:
+        # Type=notify: active only once the daemon itself sent READY=1.
+        try:
+            props = wait_active(machine, unit(d), 60)
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
+        if props["NRestarts"] != "0":
+            problems.append(f"{d} restarted {props['NRestarts']} times before the tests began")
+        if not props["StatusText"]:
+            problems.append(f"{d} sent READY=1 without a STATUS= line")
+    assert not problems, "\n".join(problems)
+    assert machine.show("appliance-bus.socket", "ActiveState")["ActiveState"] == "active"
+    assert machine.show("appliance.target", "ActiveState")["ActiveState"] == "active"
+    for d in MISSING:
+        assert machine.show(unit(d), "LoadState")["LoadState"] == "masked"
+
+
+def test_daemons_run_as_appliance_with_their_groups(machine: Machine) -> None:
+    """sysusers.d made the user and its groups; every main process has them, and no capability."""
+    ids = {}
+    for line in machine.run(["getent", "group"]).stdout.splitlines():
+        name, _, gid, _ = line.split(":", 3)
+        ids[name] = gid
+    wanted = {ids[g] for g in ("i2c", "gpio", "video", "input", "audio", "render")}
+    for d in AVAILABLE:
+        pid = machine.show(unit(d), "MainPID")["MainPID"]
+        status = dict(
+            line.split(":", 1) for line in machine.run(["cat", f"/proc/{pid}/status"]).stdout.splitlines()
+        )
+        assert status["Gid"].split()[0] == ids["appliance"], d
+        assert wanted <= set(status["Groups"].split()), d
+        assert int(status["CapEff"].strip(), 16) == 0, d
+        assert status["NoNewPrivs"].strip() == "1", d
+    stat = machine.run(["stat", "-c", "%U:%G %a", "/run/appliance", "/var/lib/appliance"]).stdout.split("\n")
+    assert stat[0] == "appliance:appliance 750" and stat[1] == "appliance:appliance 750"
+
+
+def test_the_installed_units_verify_clean(machine: Machine) -> None:
+    """The same verify as test_units_static, on the installed units with the real venv path."""
+    units = [f"/etc/systemd/system/{p}" for p in ("appliance.target", "appliance-bus.socket")]
+    units += [f"/etc/systemd/system/{unit(d)}" for d in AVAILABLE]  # the others are masked
+    out = machine.run(["systemd-analyze", "verify", "--man=no", *units], check=False)
+    assert (out.stdout + out.stderr).strip() == ""
+
+
+def wait_for_phase(phase: float) -> None:
+    delay = (phase - scene_phase()) % SCENE_S
+    time.sleep(delay)
+
+
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_kill_9_is_restarted_and_ready_within_3s(machine: Machine, outages: Outages, daemon: str) -> None:
+    if daemon in MISSING:
+        pytest.skip(f"{daemon}: not in this build yet (appliance.daemons.available())")
+    name = unit(daemon)
+    before = wait_active(machine, name, 10)
+    wait_for_phase(KILL_AT)
+    before = machine.show(name, "MainPID", "NRestarts")
+    host_pid = machine.host_pid(int(before["MainPID"]))
+    killed = time.monotonic()
+    os.kill(host_pid, signal.SIGKILL)
+    after = wait_active(machine, name, 15, not_pid=before["MainPID"])
+    ready = int(after["ActiveEnterTimestampMonotonic"]) / 1e6
+    outages.spans.append((daemon, killed, ready))
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    assert ready - killed <= READY_AFTER_KILL_S, f"{daemon}: READY {ready - killed:.2f} s after kill -9"
+    print(f"{daemon}: READY again {ready - killed:.2f} s after kill -9")
+
+
+def db_alerts(machine: Machine) -> dict[int, float]:
+    """seq -> the deciding frame's time of every alert.fever in events.db."""
+    db = machine.host_path("/var/lib/appliance/events.db")
+    decoder = msgspec.msgpack.Decoder(ScreeningResult)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT seq, topic, payload FROM events ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    seqs = sorted({seq for seq, _, _ in rows})
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"events.db seqs have a hole: {seqs}"
+    return {seq: decoder.decode(payload).end for seq, topic, payload in rows if topic == "alert.fever"}
+
+
+def subscriber_alerts(machine: Machine) -> dict[int, str]:
+    path = machine.host_path(SUBSCRIBER_OUT)
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {rec["seq"]: rec["via"] for rec in map(json.loads, lines)}
+
+
+def test_no_fever_alert_is_lost(machine: Machine, outages: Outages) -> None:
+    if not {"bus", "thermal", "screening"} <= set(AVAILABLE):
+        pytest.skip("needs the bus, thermal and screening daemons")
+    end = time.monotonic()
+    alerts = db_alerts(machine)
+    # Every visitor who came and went while the tests ran, with the bus, thermal and screening
+    # daemons up from just before (the empty scene is relearnt) to the end of the visit.
+    first = int(outages.started // SCENE_S) + 1
+    visits = []
+    for k in range(first, int(end // SCENE_S) + 1):
+        start, stop = k * SCENE_S + VISIT[0], k * SCENE_S + VISIT[1]
+        if stop < end and not outages.overlaps(start - 2.0, stop, ("bus", "thermal", "screening")):
+            visits.append((start, stop))
+    # The kills came one per loop, each right after a visitor: most visits are clean.
+    assert len(visits) >= 3, f"too few clean visits to judge: {visits}, outages {outages.spans}"
+    unmatched = [v for v in visits if not any(v[0] <= t <= v[1] for t in alerts.values())]
+    assert not unmatched, f"visitors with a fever and no alert in events.db: {unmatched}; alerts {alerts}"
+    # Every alert in events.db reached the subscriber, live or through events_since.
+    deadline = time.monotonic() + 5
+    while True:
+        got = subscriber_alerts(machine)
+        missing = sorted(set(alerts) - set(got))
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not missing, f"alerts in events.db the subscriber never got: {missing} (got {got})"
+    print(f"{len(visits)} visitors, {len(alerts)} alerts, via {sorted(set(got.values()))}")
+
+
+def test_a_blocked_event_loop_is_killed_by_the_watchdog(machine: Machine) -> None:
+    # All at once, so the module waits for one WatchdogSec and not one per daemon.
+    running = [d for d in AVAILABLE if machine.show(unit(d), "ActiveState")["ActiveState"] == "active"]
+    before = {d: machine.show(unit(d), "MainPID", "NRestarts") for d in running}
+    blocked = time.monotonic()
+    for d in running:
+        os.kill(machine.host_pid(int(before[d]["MainPID"])), signal.SIGUSR2)
+    problems = [f"{d}: not running, not tested" for d in AVAILABLE if d not in running]
+    for d in running:
+        try:
+            props = wait_active(machine, unit(d), WATCHDOG_S + 15, not_pid=before[d]["MainPID"])
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
+        taken = int(props["ActiveEnterTimestampMonotonic"]) / 1e6 - blocked
+        log = machine.journal("-u", unit(d), "-o", "cat")
+        if int(props["NRestarts"]) != int(before[d]["NRestarts"]) + 1:
+            problems.append(f"{d}: NRestarts {before[d]['NRestarts']} -> {props['NRestarts']}")
+        # The limit runs from the last ping, at most WatchdogSec/2 before the block: a restart
+        # sooner than that was not the watchdog's doing.
+        if taken < WATCHDOG_S / 2:
+            problems.append(f"{d} restarted after {taken:.1f} s, before the watchdog could fire")
+        if "blocking the event loop" not in log:
+            problems.append(f"{d}: the test hook did not run")
+        if "Watchdog timeout" not in log:
+            problems.append(f"{d}: no watchdog timeout in the journal:\n{log[-2000:]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_journal_has_structured_entries(machine: Machine) -> None:
+    for d in AVAILABLE:
+        out = machine.run(["journalctl", "--no-pager", "-o", "json", f"APPLIANCE_DAEMON={d}"]).stdout
+        entries = [json.loads(line) for line in out.splitlines()]
+        ready = [e for e in entries if str(e.get("MESSAGE", "")).startswith("ready")]
+        assert ready, f"{d}: no structured 'ready' entry"
+        e = ready[-1]
+        assert e["SYSLOG_IDENTIFIER"] == f"appliance-{d}"
+        assert e["_SYSTEMD_UNIT"] == unit(d)
+        assert e["_TRANSPORT"] == "journal"  # systemd-python's handler, not stdout
+        assert e["LOGGER"] and e["CODE_FILE"].endswith(".py") and e["PRIORITY"] == "6"
+
+
+def test_stopping_the_target_stops_everything_within_5s(machine: Machine) -> None:
+    running = []
+    for d in AVAILABLE:
+        with contextlib.suppress(AssertionError):
+            wait_active(machine, unit(d), 20)
+            running.append(d)
+    # A bus client outside the target would start the broker again through its socket (that is
+    # what socket activation is for): the subscriber goes first.
+    assert machine.subscriber is not None
+    machine.kill_popen(machine.subscriber)
+    started = time.monotonic()
+    # The stop jobs of the services (PartOf=) run beside the target's own, which finishes first:
+    # done is when the last service is inactive.
+    machine.systemctl("stop", "--no-block", "appliance.target")
+    states: dict[str, dict[str, str]] = {}
+    while time.monotonic() - started < 30:
+        states = {d: machine.show(unit(d), "ActiveState", "Result", "ExecMainStatus") for d in running}
+        if all(s["ActiveState"] in ("inactive", "failed") for s in states.values()):
+            break
+        time.sleep(0.05)
+    taken = time.monotonic() - started
+    problems = [f"{d}: was not running" for d in AVAILABLE if d not in running]
+    for d, props in states.items():
+        # Inactive after a clean exit on SIGTERM (status 0), not a SIGKILL after TimeoutStopSec.
+        if props != {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}:
+            problems.append(f"{d}: {props}")
+    assert taken <= STOP_S, f"stopping appliance.target took {taken:.2f} s: {states}"
+    assert not problems, "\n".join(problems)
+    print(f"appliance.target stopped in {taken:.2f} s")
