@@ -75,7 +75,7 @@ class ScreeningConfig(Section):
     units: Literal["C", "F"] = "C"
     distance_min_m: float = Field(0.3, gt=0, le=3)
     distance_max_m: float = Field(0.8, gt=0, le=3)
-    system_warmup_s: float = Field(0.0, ge=0, le=3600)
+    system_warmup_s: float = Field(30.0, ge=0, le=3600)
     retention_days: int = Field(30, ge=1, le=3650)
 
 
@@ -108,6 +108,9 @@ class PublisherConfig(Section):
     room_url: str | None = None
     max_viewers: int = Field(4, ge=1, le=32)
     audio_backend: Literal["alsa", "sim"] = "alsa"
+    mic_device: str = Field("default", min_length=1, description="ALSA capture device")
+    speaker_device: str = Field("default", min_length=1, description="ALSA playback device")
+    remote_video: bool = Field(True, description="show a viewer's camera on the kiosk screen")
 
 
 class ScreenConfig(Section):
@@ -124,6 +127,7 @@ class SetupConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
     tls: bool = False
+    log_dir: Path | None = Field(None, description="daemon log files (<daemon>.log) shown off systemd")
 
 
 class SimConfig(Section):

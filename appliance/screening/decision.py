@@ -4,7 +4,15 @@ Rule one: a window that is faulty, too short, unstable, moved, out of range or i
 a retry, never "normal" -- a false "normal" is the costly error of a fever screen. Every check
 is written so that NaN fails it.
 
-Rule two: the threshold has hysteresis. The running estimate (one per frame as the window
+Rule two: doubt goes to the thermometer. The estimator knows its typical error at the face's
+distance (``uncertainty_c``: a few tenths of a degree where the face fills pixels, more beyond).
+An estimate within ``refer_margin_sd`` of those errors below the threshold is "elevated" too:
+the person may have a fever, and an elevated screen only asks for a clinical reading. An
+estimate that is not that close but still within ``normal_margin_sd`` errors of the threshold
+is a retry ("uncertain"), never "normal": far faces, whose errors are large, are asked to come
+closer rather than waved through on a guess. ``threshold_c`` itself stays the site's policy.
+
+Rule three: the threshold has hysteresis. The running estimate (one per frame as the window
 fills) drives a Schmitt trigger that switches up after ``confirm_frames`` readings at or above
 ``threshold_c`` and back down only after as many below ``threshold_c - hysteresis_c``; noise
 narrower than the band cannot flip it. The window is "elevated" if the trigger ends up, or if
@@ -60,8 +68,10 @@ def rejection(window: WindowEstimate, settings: ScreeningSettings) -> str | None
         return "ambient_out_of_range"
     d = window.distance
     lo, hi = s.distance_min_m - s.distance_hysteresis_m, s.distance_max_m + s.distance_hysteresis_m
-    if d is None or d.clipped or not lo <= d.metres <= hi:
+    if d is None or not (d.metres <= hi if d.clipped else lo <= d.metres <= hi):
         return "distance"
+    if d.clipped and d.metres > s.model_full_cover_m:
+        return "distance"  # only a bound, and not one that proves whole pixels of face
     if not (window.drift_px <= s.max_drift_px and window.width_change <= s.max_width_change):
         return "moved"
     if not window.std_c <= s.max_window_std_c:
@@ -82,6 +92,9 @@ def decide(window: WindowEstimate, settings: ScreeningSettings) -> Decision:
     trigger = ThresholdTrigger(settings.threshold_c, settings.hysteresis_c, settings.confirm_frames)
     for value in window.running_c:
         trigger.update(value)
-    if trigger.elevated or window.estimate_c >= settings.threshold_c:
+    doubt = window.uncertainty_c
+    if trigger.elevated or window.estimate_c >= settings.threshold_c - settings.refer_margin_sd * doubt:
         return Decision("elevated")
-    return Decision("normal")
+    if window.estimate_c < settings.threshold_c - settings.normal_margin_sd * doubt:
+        return Decision("normal")
+    return Decision("retry", "uncertain")

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from appliance.screening.distance import Distance
+from appliance.screening.estimator import FrameMeasure, face_gain, model_estimate
 from appliance.screening.records import FrameInput
+from appliance.screening.settings import ScreeningSettings
 
 PITCH = 2.0 * math.tan(math.radians(30.0)) / 8.0  # metres per pixel per metre of distance
 _SUB = 16
@@ -77,7 +80,14 @@ def width_px(distance_m: float, width_m: float = 0.16) -> float:
     return width_m / (distance_m * PITCH)
 
 
-def frame(t: float, pixels: np.ndarray, thermistor_c: float = 24.0, fault: bool = False) -> FrameInput:
+# The thermistor reads its package, thermistor_rise_c (0.5) above the room; the room here is
+# the 22 degC background, so a face's contrast over the wall is its excess over the room.
+THERMISTOR_C = 22.5
+
+
+def frame(
+    t: float, pixels: np.ndarray, thermistor_c: float = THERMISTOR_C, fault: bool = False
+) -> FrameInput:
     return FrameInput(
         t=t, pixels=np.asarray(pixels, dtype=np.float64), thermistor_c=thermistor_c, fault=fault
     )
@@ -103,7 +113,7 @@ def empty(
     rng: np.random.Generator,
     noise_sd: float = 0.16,
     background_c: float = 22.0,
-    thermistor_c: float = 24.0,
+    thermistor_c: float = THERMISTOR_C,
 ) -> Iterator[FrameInput]:
     for _ in range(round(seconds * clock.fps)):
         yield frame(
@@ -122,9 +132,59 @@ def visit(
     spots: Sequence[Spot] = (),
     noise_sd: float = 0.16,
     background_c: float = 22.0,
-    thermistor_c: float = 24.0,
+    thermistor_c: float = THERMISTOR_C,
     fault_at: set[int] | None = None,
 ) -> Iterator[FrameInput]:
     for i in range(round(seconds * clock.fps)):
         px = render(heads, spots, background_c=background_c, noise_sd=noise_sd, rng=rng, quantise=True)
         yield frame(clock.tick(), px, thermistor_c, fault=bool(fault_at and i in fault_at))
+
+
+def measures(
+    contrast_c: float | Sequence[float],
+    n: int = 9,
+    *,
+    thermistor_c: float = 24.0,
+    background_c: float = 22.0,
+    distance_m: float = 0.35,
+    distance_sd_m: float = 0.05,
+    width_px: float = 3.0,
+    centroid: tuple[float, float] = (3.0, 3.5),
+) -> list[FrameMeasure]:
+    """A still window of ``n`` frames whose face shows ``contrast_c`` over the background at
+    its best pixel (per frame if a sequence), its neighbours a little less: what measure()
+    gives for a steady face, without rendering one."""
+    values = (
+        [float(contrast_c)] * n if isinstance(contrast_c, int | float) else [float(v) for v in contrast_c]
+    )
+    out = []
+    region = np.zeros((8, 8), dtype=bool)
+    region[2:5, 2:6] = True
+    for i, c in enumerate(values):
+        image = np.zeros((8, 8))
+        image[2:5, 2:6] = c - 0.4
+        image[3, 3] = c
+        image[3, 4] = c - 0.1
+        hot = tuple(sorted((background_c + v for v in image[region]), reverse=True)[:4])
+        out.append(
+            FrameMeasure(
+                t=i * 0.1,
+                hot_c=hot,
+                ambient_c=thermistor_c,
+                distance=Distance(distance_m, distance_sd_m),
+                width_px=width_px,
+                centroid=centroid,
+                noise_c=0.17,
+                contrast=image,
+                region=region,
+            )
+        )
+    return out
+
+
+def contrast_for(
+    estimate_c: float, settings: ScreeningSettings, *, thermistor_c: float = 24.0, distance_m: float = 0.35
+) -> float:
+    """The face contrast the model turns into ``estimate_c`` (calibration included)."""
+    rest = model_estimate(0.0, thermistor_c, distance_m, settings)
+    return (estimate_c - rest) / face_gain(distance_m, settings)

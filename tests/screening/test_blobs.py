@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from appliance.screening import grid
 from appliance.screening.background import NOISE_FLOOR_C
-from appliance.screening.blobs import Scene, find_blobs
+from appliance.screening.blobs import Scene, _bbox, find_blobs
 from appliance.screening.settings import ScreeningSettings
 
 from .synth import Head, Spot, render
@@ -96,3 +99,9 @@ def test_the_clothing_below_the_face_does_not_widen_it() -> None:
     bare = scene_of(render([Head(distance_m=0.3, center=(2.8, 4.0), torso_c=None)])).person
     assert with_torso is not None and bare is not None
     assert with_torso.width_px == pytest.approx(bare.width_px, rel=0.1)
+
+
+@given(st.integers(1, (1 << 64) - 1))
+def test_the_bounding_box_of_a_bitmask(bits: int) -> None:
+    ys, xs = np.nonzero(grid.to_mask(bits))
+    assert _bbox(bits) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)

@@ -1,38 +1,75 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.screening.decision import ThresholdTrigger, decide, rejection
 from appliance.screening.distance import Distance
-from appliance.screening.estimator import FrameMeasure, estimate_window, model_estimate
+from appliance.screening.estimator import FrameMeasure, estimate_window, uncertainty
 from appliance.screening.settings import ScreeningSettings
+
+from .synth import contrast_for, measures
 
 S = ScreeningSettings()
 
 
-def hot_for(estimate_c: float, ambient_c: float = 24.0, distance_m: float = 0.35) -> float:
-    """The apparent face temperature the default model turns into ``estimate_c``."""
-    rest = model_estimate(0.0, ambient_c, distance_m, S)
-    return (estimate_c - rest) / S.model_hot
-
-
 def window(estimate_c: float = 36.8, n: int = 9, **kw: object) -> list[FrameMeasure]:
-    h = hot_for(estimate_c)
-    base = FrameMeasure(
-        t=0.0, hot_c=(h, h, h, h), ambient_c=24.0, distance=Distance(0.35, 0.05), width_px=3.0,
-        centroid=(3.0, 3.5), noise_c=0.17,
-    )  # fmt: skip
-    return [dataclasses.replace(base, t=i * 0.1, **kw) for i in range(n)]  # type: ignore[arg-type]
+    frames = measures(contrast_for(estimate_c, S), n)
+    return [dataclasses.replace(m, **kw) for m in frames]  # type: ignore[arg-type]
 
 
-def test_normal_below_and_elevated_at_the_threshold() -> None:
+def test_normal_well_below_and_elevated_at_the_threshold() -> None:
     assert decide(estimate_window(window(36.8), S), S).result == "normal"
-    assert decide(estimate_window(window(37.95), S), S).result == "normal"
     assert decide(estimate_window(window(38.0), S), S).result == "elevated"
     assert decide(estimate_window(window(39.5), S), S).result == "elevated"
+
+
+def test_doubt_near_the_threshold_is_referred_or_retried_never_normal() -> None:
+    banded = dataclasses.replace(S, refer_margin_sd=0.5, normal_margin_sd=2.0)
+    doubt = uncertainty(0.35, banded)
+    refer = banded.threshold_c - banded.refer_margin_sd * doubt
+    normal = banded.threshold_c - banded.normal_margin_sd * doubt
+    assert normal < refer < banded.threshold_c
+    assert decide(estimate_window(window(refer + 0.01), banded), banded).result == "elevated"
+    middle = decide(estimate_window(window((refer + normal) / 2), banded), banded)
+    assert (middle.result, middle.reason) == ("retry", "uncertain")
+    assert decide(estimate_window(window(normal - 0.01), banded), banded).result == "normal"
+    # The shipped margins refer the doubtful and have no retry band.
+    doubt = uncertainty(0.35, S)
+    assert (
+        decide(estimate_window(window(S.threshold_c - 0.9 * S.refer_margin_sd * doubt), S), S).result
+        == "elevated"
+    )
+    assert (
+        decide(estimate_window(window(S.threshold_c - 1.1 * S.refer_margin_sd * doubt), S), S).result
+        == "normal"
+    )
+    # Without margins the threshold alone decides.
+    plain = dataclasses.replace(S, refer_margin_sd=0.0, normal_margin_sd=0.0)
+    assert decide(estimate_window(window(37.95), plain), plain).result == "normal"
+
+
+def far_window(estimate_c: float, distance_m: float = 0.75) -> list[FrameMeasure]:
+    c = contrast_for(estimate_c, S, distance_m=distance_m)
+    out = []
+    for m in window():
+        image = m.contrast * c / m.contrast.max()
+        out.append(dataclasses.replace(m, distance=Distance(distance_m, 0.1), width_px=1.5, contrast=image))
+    return out
+
+
+def test_a_far_face_needs_a_wider_margin_to_be_called_normal() -> None:
+    assert estimate_window(far_window(37.6), S).estimate_c == pytest.approx(37.6, abs=1e-6)
+    # The same reading: normal near, referred far, where the model's errors are larger.
+    assert decide(estimate_window(window(37.6), S), S).result == "normal"
+    assert decide(estimate_window(far_window(37.6), S), S).result == "elevated"
+    # With a retry band, a far reading well below the threshold still is not "normal".
+    banded = dataclasses.replace(S, normal_margin_sd=2.0)
+    assert decide(estimate_window(window(37.3), banded), banded).result == "normal"
+    assert decide(estimate_window(far_window(37.3), banded), banded).result == "retry"
 
 
 @pytest.mark.parametrize(
@@ -43,7 +80,7 @@ def test_normal_below_and_elevated_at_the_threshold() -> None:
         (window(32.0), "implausible_low"),
         (window(ambient_c=45.0), "ambient_out_of_range"),
         (window(distance=Distance(0.9, 0.1)), "distance"),
-        (window(distance=Distance(0.35, 0.05, clipped=True)), "distance"),
+        (window(distance=Distance(0.6, 0.05, clipped=True)), "distance"),
     ],
 )
 def test_bad_windows_are_retries_with_a_reason(frames: list[FrameMeasure], reason: str) -> None:
@@ -66,7 +103,7 @@ def test_a_fault_anywhere_in_the_window_is_a_retry() -> None:
 @given(
     estimate=st.floats(30.0, 45.0),
     fault_at=st.integers(0, 8),
-    bad=st.sampled_from(["fault", "nan", "hot", "cold", "inf"]),
+    bad=st.sampled_from(["fault", "nan", "hot", "cold", "inf", "nan-image"]),
 )
 def test_any_window_with_a_fault_or_impossible_value_is_never_normal(estimate: float, fault_at: int,
                                                                      bad: str) -> None:  # fmt: skip
@@ -78,6 +115,7 @@ def test_any_window_with_a_fault_or_impossible_value_is_never_normal(estimate: f
         "hot": dataclasses.replace(m, hot_c=(S.pixel_max_c + 1, *m.hot_c[1:])),
         "cold": dataclasses.replace(m, hot_c=(S.pixel_min_c - 1, *m.hot_c[1:])),
         "inf": dataclasses.replace(m, ambient_c=math.inf),
+        "nan-image": dataclasses.replace(m, contrast=np.full((8, 8), math.nan)),
     }[bad]
     frames[fault_at] = replacement
     assert decide(estimate_window(frames, S), S).result != "normal"
@@ -85,9 +123,12 @@ def test_any_window_with_a_fault_or_impossible_value_is_never_normal(estimate: f
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_an_estimate_outside_the_plausible_band_is_never_normal(estimate: float) -> None:
-    frames = window(36.8)
-    h = hot_for(estimate) if math.isfinite(estimate) else estimate
-    frames = [dataclasses.replace(m, hot_c=(h, h, h)) for m in frames]
+    c = contrast_for(estimate, S) if math.isfinite(estimate) else estimate
+    frames = (
+        measures(c)
+        if math.isfinite(c)
+        else [dataclasses.replace(m, contrast=np.full((8, 8), c)) for m in window()]
+    )
     result = decide(estimate_window(frames, S), S).result
     if not (S.min_plausible_c <= estimate <= S.max_plausible_c):
         assert result == "retry"

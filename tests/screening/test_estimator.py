@@ -12,23 +12,17 @@ from appliance.screening.estimator import (
     FrameMeasure,
     calibration_offset,
     estimate_window,
-    hot_statistic,
+    face_contrast,
+    face_gain,
     measure,
     model_estimate,
+    uncertainty,
 )
 from appliance.screening.settings import ScreeningSettings
 
-from .synth import Head, frame, render
+from .synth import Head, frame, measures, render
 
 S = ScreeningSettings()
-
-
-def still(n: int = 9, hot: tuple[float, ...] = (34.0, 34.0, 33.9, 33.8), **kw: object) -> list[FrameMeasure]:
-    base = FrameMeasure(
-        t=0.0, hot_c=hot, ambient_c=24.0, distance=Distance(0.35, 0.05), width_px=3.0,
-        centroid=(3.0, 3.5), noise_c=0.17,
-    )  # fmt: skip
-    return [dataclasses.replace(base, t=i * 0.1, **kw) for i in range(n)]  # type: ignore[arg-type]
 
 
 def window_from_frames(face_c: float, distance_m: float = 0.35, seed: int = 0, noise: bool = True) -> float:
@@ -45,59 +39,74 @@ def window_from_frames(face_c: float, distance_m: float = 0.35, seed: int = 0, n
     return estimate
 
 
-def test_the_model_is_the_documented_linear_form() -> None:
-    s = dataclasses.replace(S, model_intercept_c=1.0, model_hot=1.1, model_ambient=-0.2,
-                            model_distance_c_per_m=0.5, calibration_offset_c=0.3)  # fmt: skip
-    assert model_estimate(34.0, 24.0, 0.4, s) == pytest.approx(1.0 + 1.1 * 34 - 0.2 * 24 + 0.5 * 0.4 + 0.3)
-    assert model_estimate(34.0, 24.0, 0.4, s, calibrated=False) == pytest.approx(1.0 + 1.1 * 34 - 4.8 + 0.2)
+def test_the_model_is_the_documented_form() -> None:
+    s = dataclasses.replace(S, model_intercept_c=1.0, model_hot=1.1, model_hot_per_m=0.5,
+                            model_full_cover_m=0.4, model_ambient=0.9, model_distance_c_per_m=0.2,
+                            thermistor_rise_c=0.5, calibration_offset_c=0.3)  # fmt: skip
+    near = 1.0 + 0.9 * (24.0 - 0.5) + 1.1 * 10.0 + 0.2 * 0.35
+    assert model_estimate(10.0, 24.0, 0.35, s) == pytest.approx(near + 0.3)
+    assert model_estimate(10.0, 24.0, 0.35, s, calibrated=False) == pytest.approx(near)
+    # Beyond the full-cover distance the gain grows: the best pixel is partly background.
+    assert face_gain(0.6, s) == pytest.approx(1.1 + 0.5 * 0.2)
+    far = 1.0 + 0.9 * 23.5 + (1.1 + 0.5 * 0.2) * 10.0 + 0.2 * 0.6
+    assert model_estimate(10.0, 24.0, 0.6, s, calibrated=False) == pytest.approx(far)
 
 
-def test_the_hot_statistic_averages_a_band_below_the_single_pixel_share() -> None:
-    assert hot_statistic([34.0, 35.0, 33.0, 36.0], S) == 35.0
-    pool = [36.0, 35.0, 34.0, 33.0] * 9
-    assert hot_statistic(pool, S) == 35.0  # ranks 21..26 of 36: the second-hottest pixel
-    # Quantised noisy readings: the band mean resolves finer than the 0.25 degC step.
-    assert hot_statistic([34.0] * 24 + [34.25] * 12, S) == pytest.approx(34.125)
+def test_the_uncertainty_grows_beyond_the_full_cover_distance() -> None:
+    assert uncertainty(0.3, S) == uncertainty(S.model_full_cover_m, S) == S.model_sd_c
+    assert uncertainty(0.8, S) > uncertainty(0.6, S) > S.model_sd_c
 
 
-def test_a_steady_window_estimates_the_model_of_its_hot_percentile() -> None:
-    w = estimate_window(still(), S)
+def test_the_face_contrast_is_the_best_pixel_of_the_mean_image() -> None:
+    frames = measures([10.0, 10.4, 9.6, 10.0])
+    contrast, running, peak = face_contrast(frames)
+    assert peak == (3, 3)
+    assert contrast == pytest.approx(10.0)
+    assert running == pytest.approx((10.0, 10.2, 10.0, 10.0))
+
+
+def test_averaging_first_keeps_pixel_noise_out_of_the_maximum() -> None:
+    # Four pixels of a fully covered face, each noisy: the largest single reading is biased
+    # high, the largest of the means hardly.
+    rng = np.random.default_rng(1)
+    frames = []
+    for m in measures(10.0, n=9):
+        image = m.contrast.copy()
+        image[2:5, 2:6] = 10.0 + rng.normal(0.0, 0.18, (3, 4))
+        frames.append(dataclasses.replace(m, contrast=image))
+    contrast, _, _ = face_contrast(frames)
+    per_frame_max = np.mean([m.contrast[m.region].max() for m in frames])
+    assert abs(contrast - 10.0) < per_frame_max - 10.0
+
+
+def test_a_steady_window_estimates_the_model_of_its_contrast() -> None:
+    w = estimate_window(measures(10.0), S)
     assert w.frames == 9 and w.faults == 0
-    assert w.hot_c == pytest.approx(34.0)  # the second-hottest pixel
-    assert w.hot_c is not None
-    assert w.estimate_c == pytest.approx(model_estimate(w.hot_c, 24.0, 0.35, S))
+    assert w.contrast_c == pytest.approx(10.0)
+    assert w.estimate_c == pytest.approx(model_estimate(10.0, 24.0, 0.35, S))
     assert w.std_c == 0.0 and w.drift_px == 0.0
     assert 0.5 < w.confidence.total <= 1.0
     assert len(w.running_c) == 9 and w.running_c[-1] == w.estimate_c
+    assert w.uncertainty_c == pytest.approx(S.model_sd_c)
 
 
-def test_one_hot_defective_pixel_does_not_set_the_estimate() -> None:
-    clean = estimate_window(still(), S)
-    spiky = still()
-    spiky[4] = dataclasses.replace(spiky[4], hot_c=(45.0, 34.0, 33.9, 33.8))
+def test_one_glitching_frame_moves_the_estimate_by_a_ninth_of_its_glitch() -> None:
+    clean = estimate_window(measures(10.0), S)
+    spiky = measures([10.0] * 4 + [19.0] + [10.0] * 4)
     w = estimate_window(spiky, S)
     assert w.estimate_c is not None and clean.estimate_c is not None
-    assert w.estimate_c - clean.estimate_c < 0.2
-
-
-@given(st.floats(30.0, 90.0), st.lists(st.floats(30.0, 36.0), min_size=3, max_size=3))
-def test_a_single_pixel_never_sets_the_estimate_even_when_it_is_hot_in_every_frame(
-    stuck: float, others: list[float]
-) -> None:
-    frames = still(hot=(max(stuck, *others), *others))
-    w = estimate_window(frames, S)
-    assert w.hot_c is not None
-    assert w.hot_c <= max(others) + 1e-9
+    assert w.estimate_c - clean.estimate_c == pytest.approx(face_gain(0.35, S) * 1.0, abs=1e-9)
 
 
 def test_fault_frames_and_impossible_values_are_counted_not_used() -> None:
-    frames = still()
+    frames = measures(10.0)
     frames[2] = dataclasses.replace(frames[2], fault=True)
     frames[3] = dataclasses.replace(frames[3], hot_c=(float("nan"), 34.0))
     frames[4] = dataclasses.replace(frames[4], hot_c=(150.0, 34.0))
+    frames[5] = dataclasses.replace(frames[5], contrast=np.full((8, 8), np.nan))
     w = estimate_window(frames, S)
-    assert w.faults == 3
-    assert w.frames == 6
+    assert w.faults == 4
+    assert w.frames == 5
 
 
 def test_an_empty_window_has_no_estimate_and_no_confidence() -> None:
@@ -107,13 +116,11 @@ def test_an_empty_window_has_no_estimate_and_no_confidence() -> None:
 
 
 def test_moving_and_flickering_windows_score_lower() -> None:
-    steady = estimate_window(still(), S)
-    wobbly = [dataclasses.replace(m, hot_c=tuple(v + (0.3 if i % 2 else -0.3) for v in m.hot_c))
-              for i, m in enumerate(still())]  # fmt: skip
-    w = estimate_window(wobbly, S)
+    steady = estimate_window(measures(10.0), S)
+    w = estimate_window(measures([10.3 if i % 2 else 9.7 for i in range(9)]), S)
     assert w.std_c > 0.25
     assert w.confidence.total < steady.confidence.total
-    far = estimate_window(still(width_px=1.3, distance=Distance(0.8, 0.25)), S)
+    far = estimate_window(measures(10.0, width_px=1.3, distance_m=0.8, distance_sd_m=0.25), S)
     assert far.confidence.coverage < 0.5
     assert far.confidence.distance < steady.confidence.distance
 
@@ -134,14 +141,28 @@ def test_with_noise_a_hotter_person_never_reads_visibly_lower(face: float, delta
 
 
 @given(
-    st.lists(st.floats(20.0, 45.0), min_size=4, max_size=6),
+    st.lists(st.floats(0.5, 20.0), min_size=9, max_size=9),
     st.floats(0.0, 3.0),
+    st.sampled_from([0.35, 0.6, 0.8]),
 )
-def test_raising_every_hot_pixel_never_lowers_the_estimate(hot: list[float], delta: float) -> None:
-    a = estimate_window(still(hot=tuple(hot)), S).estimate_c
-    b = estimate_window(still(hot=tuple(v + delta for v in hot)), S).estimate_c
+def test_raising_the_face_contrast_never_lowers_the_estimate(contrasts: list[float], delta: float,
+                                                             d: float) -> None:  # fmt: skip
+    a = estimate_window(measures(contrasts, distance_m=d), S).estimate_c
+    b = estimate_window(measures([c + delta for c in contrasts], distance_m=d), S).estimate_c
     assert a is not None and b is not None
     assert b >= a - 1e-9
+
+
+def test_the_sensor_offset_cancels_against_the_background() -> None:
+    # The same face on a sensor reading 2 degC high everywhere: the same estimate.
+    rng = np.random.default_rng(4)
+    px = render([Head(face_c=34.0, distance_m=0.35)], noise_sd=0.16, rng=rng, quantise=True)
+    bg = np.full((8, 8), 22.0)
+    sd = np.full((8, 8), NOISE_FLOOR_C)
+    a = measure(frame(0.0, px), find_blobs(px, bg, sd, S).person, S)  # type: ignore[arg-type]
+    b = measure(frame(0.0, px + 2.0), find_blobs(px + 2.0, bg + 2.0, sd, S).person, S)  # type: ignore[arg-type]
+    wa, wb = estimate_window([a] * 9, S), estimate_window([b] * 9, S)
+    assert wa.estimate_c == pytest.approx(wb.estimate_c)
 
 
 def test_body_calibration_makes_the_kiosk_read_the_reference() -> None:
@@ -154,27 +175,39 @@ def test_body_calibration_makes_the_kiosk_read_the_reference() -> None:
     cal = calibration_offset(frames, 37.0, S, background=bg)
     assert cal.frames == 12
     calibrated = dataclasses.replace(S, calibration_offset_c=cal.offset_c)
-    measures = []
+    found: list[FrameMeasure] = []
     for f in frames:
         person = find_blobs(f.pixels, bg, np.full((8, 8), NOISE_FLOOR_C), calibrated).person
         assert person is not None
-        measures.append(measure(f, person, calibrated))
-    assert estimate_window(measures, calibrated).estimate_c == pytest.approx(37.0, abs=1e-6)
+        found.append(measure(f, person, calibrated))
+    assert estimate_window(found, calibrated).estimate_c == pytest.approx(37.0, abs=1e-6)
 
 
-def test_surface_calibration_corrects_the_sensor_reading() -> None:
-    # A black body reading 1.5 degC low, large enough to fill pixels, median background.
+def test_surface_calibration_corrects_the_room_reference() -> None:
+    # A black body at 35.0 degC fills pixels in a room the sensor sees at 22.0 (median
+    # background): its contrast says the room is 22.0. The thermistor reads 23.0, which the
+    # settings take for a room of 22.5: the kiosk reads the surface 0.5 degC high.
     frames = []
     for i in range(10):
         px = np.full((8, 8), 22.0)
-        px[3:6, 3:6] = 33.5
-        frames.append(frame(i * 0.1, px))
+        px[3:6, 3:6] = 35.0
+        frames.append(frame(i * 0.1, px, thermistor_c=23.0))
     cal = calibration_offset(frames, 35.0, S, reference="surface")
-    assert cal.measured_c == pytest.approx(33.5)
-    assert cal.offset_c == pytest.approx(S.model_hot * 1.5)
+    assert cal.measured_c == pytest.approx(35.5)
+    assert cal.offset_c == pytest.approx(S.model_ambient * -0.5)
 
 
 def test_calibration_without_a_target_is_refused() -> None:
     frames = [frame(i * 0.1, np.full((8, 8), 22.0)) for i in range(10)]
     with pytest.raises(ValueError, match="calibration needs"):
         calibration_offset(frames, 37.0, S)
+
+
+def test_distance_of_a_measure_comes_from_the_blob() -> None:
+    px = render([Head(face_c=34.0, distance_m=0.4)])
+    person = find_blobs(px, np.full((8, 8), 22.0), np.full((8, 8), NOISE_FLOOR_C), S).person
+    assert person is not None
+    m = measure(frame(0.0, px), person, S)
+    assert isinstance(m.distance, Distance)
+    assert m.distance.metres == pytest.approx(0.4, rel=0.15)
+    assert m.contrast.shape == (8, 8) and m.region.any()

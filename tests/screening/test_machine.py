@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -8,7 +9,7 @@ from appliance.screening.machine import ScreeningMachine
 from appliance.screening.records import FrameInput, ScreeningResult, Step
 from appliance.screening.settings import ScreeningSettings
 
-from .synth import Clock, Head, Spot, empty, frame, render, visit
+from .synth import THERMISTOR_C, Clock, Head, Spot, empty, frame, render, visit
 
 S = ScreeningSettings()
 READY = max(S.sensor_warmup_s, S.system_warmup_s)
@@ -44,7 +45,7 @@ def test_a_normal_person_is_screened_once_about_a_second_after_stepping_up() -> 
     assert r.start_t == arrived
     assert r.estimate_c is not None and 35.5 < r.estimate_c < 37.8
     assert r.distance_m is not None and abs(r.distance_m - 0.35) < 0.05
-    assert r.ambient_c == 24.0
+    assert r.ambient_c == THERMISTOR_C
     # Simulated time, not wall time: still detection plus the window is about a second.
     assert r.end_t - arrived < 1.5
     assert names(steps) == ["hold-still", "measuring", "result"]
@@ -91,9 +92,12 @@ def test_a_fault_mid_measurement_forces_fault_gives_a_retry_and_warms_up_again()
     assert steps[5].state.state == "fault"
     assert [(r.result, r.reason, r.estimate_c) for r in results] == [("retry", "sensor_fault", None)]
     assert steps[-1].state.state == "warming-up"
-    steps, results = run(m, visit(clock, S.sensor_warmup_s - 1.0, [Head(distance_m=0.35)], rng=rng))
+    steps, results = run(m, visit(clock, S.fault_settle_s - 0.3, [Head(distance_m=0.35)], rng=rng))
     assert {s.state.state for s in steps} == {"warming-up"}
-    _, results = run(m, visit(clock, 3.0, [Head(distance_m=0.35)], rng=rng))
+    # One visit, one answer: the person who got the retry is not measured again until they leave.
+    steps, results = run(m, visit(clock, 3.0, [Head(distance_m=0.35)], rng=rng))
+    assert not results and steps[-1].state.state == "result"
+    _, results = run(m, [*empty(clock, 1.0, rng=rng), *visit(clock, 3.0, [Head(distance_m=0.35)], rng=rng)])
     assert [r.result for r in results] == ["normal"]
 
 
@@ -199,3 +203,100 @@ def test_a_person_standing_there_at_boot_is_screened_once_warm_up_ends() -> None
     assert results[0].end_t >= READY
     # The warm start kept the face out of the background it learned.
     assert float(m.background.mean.max()) < 25.0
+
+
+# --- warm start, faults that come as gaps, the second of two, objects -------------------------
+
+
+def test_a_warm_start_only_waits_for_the_background() -> None:
+    rng, clock, m = np.random.default_rng(20), Clock(), ScreeningMachine(S, warm_start=True)
+    steps, results = run(
+        m, [*empty(clock, 1.5, rng=rng), *visit(clock, 3.0, [Head(face_c=34.0, distance_m=0.35)], rng=rng)]
+    )
+    assert [s.state.state for s in steps[: S.background_min_frames]] == [
+        "warming-up"
+    ] * S.background_min_frames
+    assert [r.result for r in results] == ["normal"]
+
+
+def test_frames_missing_while_measuring_are_a_fault_and_a_retry() -> None:
+    rng, clock, m = np.random.default_rng(21), Clock(), ScreeningMachine(S, warm_start=True)
+    run(m, empty(clock, 1.5, rng=rng))
+    head = [Head(face_c=34.0, distance_m=0.35)]
+    steps, results = run(m, visit(clock, 0.5, head, rng=rng))
+    assert steps[-1].state.state == "measuring"
+    clock.t += 1.0  # the driver refused a second of frames
+    steps, results = run(m, visit(clock, 0.3, head, rng=rng))
+    assert steps[0].state.state == "fault"
+    assert [(r.result, r.reason) for r in results] == [("retry", "sensor_fault")]
+
+
+def test_a_slow_idle_sensor_is_not_a_fault() -> None:
+    # At the idle rate (1 fps) frames are a second apart; so is the first frame of a visit.
+    rng, clock, m = np.random.default_rng(22), Clock(fps=1.0), ScreeningMachine(S, warm_start=True)
+    steps, _ = run(m, empty(clock, 12.0, rng=rng))
+    assert steps[-1].state.state == "idle"
+    m.feed(next(visit(clock, 1.0, [Head(face_c=34.0, distance_m=0.35)], rng=rng)))
+    clock.fps = 10.0
+    steps, results = run(m, visit(clock, 2.5, [Head(face_c=34.0, distance_m=0.35)], rng=rng))
+    assert "fault" not in {s.state.state for s in steps}
+    assert [r.result for r in results] == ["normal"]
+
+
+def test_a_frame_repeated_bit_for_bit_while_screening_is_a_stuck_sensor() -> None:
+    rng, clock, m = np.random.default_rng(23), Clock(), ScreeningMachine(S, warm_start=True)
+    run(m, empty(clock, 1.5, rng=rng))
+    steps, _ = run(m, visit(clock, 0.5, [Head(face_c=34.0, distance_m=0.35)], rng=rng))
+    stuck = steps[-1].state.t
+    last = render([Head(face_c=34.0, distance_m=0.35)], noise_sd=0.16, rng=rng, quantise=True)
+    assert m.feed(frame(clock.tick(), last)).state.state != "fault"
+    step = m.feed(frame(clock.tick(), last.copy()))
+    assert step.state.state == "fault" and stuck < step.state.t
+    assert step.result is not None and step.result.reason == "sensor_fault"
+
+
+def test_the_second_of_two_who_came_together_is_screened_once_the_first_has_gone() -> None:
+    rng, clock, m = np.random.default_rng(24), Clock(), ScreeningMachine(S, warm_start=True)
+    first, second = (
+        Head(face_c=34.0, distance_m=0.45, center=(3.0, 2.0)),
+        Head(face_c=35.8, distance_m=0.45, center=(3.0, 6.2)),
+    )
+    run(m, empty(clock, 1.5, rng=rng))
+    _, results = run(m, visit(clock, 2.0, [first], rng=rng))
+    assert [r.result for r in results] == ["normal"]
+    steps, results = run(m, visit(clock, 1.5, [first, second], rng=rng))
+    assert not results and steps[-1].state.state == "result"  # the first is still there
+    left = clock.t
+    steps, results = run(m, visit(clock, 3.0, [second], rng=rng))
+    assert [r.result for r in results] == ["elevated"]
+    assert results[0].start_t >= left + S.leave_s
+    # ...and the second, standing on, gets no second answer.
+    _, again = run(m, visit(clock, 4.0, [second], rng=rng))
+    assert not again
+
+
+def test_a_cup_seen_before_the_person_came_does_not_set_their_temperature() -> None:
+    head = Head(face_c=34.0, distance_m=0.35, center=(2.6, 3.6))
+    cup = Spot(70.0, (6.2, 5.6), 1.0)
+    estimates = []
+    for spots in ([], [cup]):
+        rng, clock, m = np.random.default_rng(25), Clock(), ScreeningMachine(S, warm_start=True)
+        run(m, empty(clock, 2.0, rng=rng) if not spots else visit(clock, 2.0, [], rng=rng, spots=spots))
+        _, results = run(m, visit(clock, 3.0, [head], rng=rng, spots=spots))
+        assert [r.result for r in results] == ["normal"]
+        estimates.append(results[0].estimate_c)
+    assert estimates[1] == pytest.approx(estimates[0], abs=0.2)
+
+
+def test_a_face_cut_by_the_edge_is_measured_only_when_it_must_fill_pixels() -> None:
+    rng, clock, m = np.random.default_rng(26), Clock(), ScreeningMachine(S, warm_start=True)
+    run(m, empty(clock, 1.5, rng=rng))
+    # Close, half off the image: the visible part alone shows it fills whole pixels.
+    _, results = run(m, visit(clock, 3.0, [Head(face_c=34.0, distance_m=0.3, center=(3.0, 1.2))], rng=rng))
+    assert [r.result for r in results] == ["normal"]
+    run(m, empty(clock, 1.0, rng=rng))
+    # Farther and cut: its width, hence its distance, is only a bound.
+    steps, results = run(
+        m, visit(clock, 2.0, [Head(face_c=34.0, distance_m=0.7, center=(3.0, 0.2))], rng=rng)
+    )
+    assert not results and steps[-1].state.state in ("approaching", "too-far")
