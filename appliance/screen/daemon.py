@@ -1,0 +1,224 @@
+"""`appliance run screen`: the status screen, driven by the bus.
+
+    screening.state, thermal.*, camera.*, pairing.status, setup.code, call.*
+        --> ScreenService.on_message (Inputs) --> refresh(): compose -> View
+                                                      |  same as the last one drawn: nothing
+                                                      +-- else: Renderer.render, flip, sound cue
+
+Redraws happen only when the view changes: a new state, a new frame seq, a countdown that
+ticked. Bursts are coalesced to at most MAX_FPS redraws a second. A slow tick (TICK_S) lets
+countdowns move and stale frames drop out while nothing arrives.
+
+Config changes to what the screen shows (screen.language, screen.sounds,
+screen.hide_elevated_reading, screening.units) apply live: the config file is watched.
+The display driver and size need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pygame
+
+from appliance.bus.client import Received, Subscription
+from appliance.bus.topics import FrameRingNotice
+from appliance.config import AppConfig, config_path, load_config
+from appliance.errors import ApplianceError
+from appliance.runtime import Runtime
+from appliance.screen.display import Display
+from appliance.screen.feeds import RingFeed
+from appliance.screen.model import TOPICS, Inputs
+from appliance.screen.render import Frames, Renderer, RenderReport
+from appliance.screen.sounds import Sounds
+from appliance.screen.view import DisplaySettings, View, compose, sound_for
+
+log = logging.getLogger(__name__)
+
+MAX_FPS = 30.0
+TICK_S = 0.5
+CONFIG_POLL_S = 2.0
+FRAME_TOPICS = ("camera.preview", "call.remote_video")
+
+
+class ScreenService:
+    """The daemon's core, without the bus: messages in, redraws out."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        target: pygame.Surface,
+        present: Callable[[], None],
+        sounds: Sounds,
+    ) -> None:
+        self.config = config
+        self.settings = DisplaySettings.from_config(config)
+        self.target = target
+        self.present = present
+        self.sounds = sounds
+        self.renderer = Renderer(target.get_size())
+        self.inputs = Inputs()
+        self.camera = RingFeed(config.paths.run_dir, "camera preview")
+        self.remote = RingFeed(config.paths.run_dir, "staff video")
+        self.view: View | None = None
+        self.report: RenderReport | None = None
+        self.draws = 0
+
+    def on_message(self, rx: Received) -> bool:
+        """Take one bus message; True when a redraw may be due."""
+        now = time.monotonic()
+        msg = rx.msg
+        if isinstance(msg, FrameRingNotice):
+            feed = self.camera if rx.topic == "camera.preview" else self.remote
+            if not feed.on_notice(msg):
+                return False
+            if feed is self.camera:
+                self.inputs.note_camera(now)
+            else:
+                self.inputs.note_remote(now)
+            return True
+        return self.inputs.apply(rx.topic, msg, now)
+
+    def reload(self, config: AppConfig) -> None:
+        self.config = config
+        self.settings = DisplaySettings.from_config(config)
+        self.sounds.set_enabled(config.screen.sounds)
+
+    def refresh(self, wall_now: float, mono_now: float) -> bool:
+        """Draw if the view changed; True when it did."""
+        view = compose(self.inputs, self.settings, wall_now, mono_now)
+        if view == self.view:
+            return False
+        previous = self.view.kind if self.view is not None else None
+        frames = Frames(
+            camera=self.camera.latest, thermal=self.inputs.thermal_pixels, remote=self.remote.latest
+        )
+        self.report = self.renderer.render(view, frames, self.target)
+        self.present()
+        cue = sound_for(previous, view.kind)
+        if cue is not None:
+            self.sounds.play(cue)
+        self.view = view
+        self.draws += 1
+        return True
+
+    def close(self) -> None:
+        self.camera.close()
+        self.remote.close()
+
+
+async def _consume(sub: Subscription, svc: ScreenService, dirty: asyncio.Event) -> None:
+    async for rx in sub:
+        if svc.on_message(rx):
+            dirty.set()
+
+
+async def _render_loop(
+    rt: Runtime, svc: ScreenService, dirty: asyncio.Event, pump: Callable[[], bool]
+) -> None:
+    last_draw = 0.0
+    last_kind = None
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TICK_S):
+                await dirty.wait()
+        # Coalesce a burst (a camera frame, a thermal frame and a state at once): one redraw.
+        wait = last_draw + 1.0 / MAX_FPS - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        dirty.clear()
+        if not pump():
+            log.info("the window was closed")
+            rt.stop()
+            return
+        if svc.refresh(time.time(), time.monotonic()):
+            last_draw = time.monotonic()
+            assert svc.view is not None
+            if svc.view.kind != last_kind:
+                last_kind = svc.view.kind
+                rt.status(f"showing {last_kind}")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+async def _watch_config(svc: ScreenService, dirty: asyncio.Event, path: Path) -> None:
+    stamp = _stamp(path)
+    while True:
+        await asyncio.sleep(CONFIG_POLL_S)
+        now = _stamp(path)
+        if now == stamp:
+            continue
+        stamp = now
+        try:
+            config = await asyncio.to_thread(load_config, path)
+        except ApplianceError as exc:
+            log.warning("config changed but cannot be used (%s); keeping the current settings", exc)
+            continue
+        if config.screen != svc.config.screen or config.screening.units != svc.config.screening.units:
+            log.info("config changed: screen settings reloaded")
+        restart = [
+            k
+            for k in ("driver", "width", "height", "fullscreen")
+            if getattr(config.screen, k) != getattr(svc.config.screen, k)
+        ]
+        if restart:
+            log.warning(
+                "screen.%s changed: takes effect when the screen daemon restarts", ", screen.".join(restart)
+            )
+        svc.reload(config)
+        dirty.set()
+
+
+def _config_to_watch(config: AppConfig) -> Path | None:
+    """The config file this daemon was started from, if it can tell: the CLI may have been
+    given another file (--config), and reloading from the default one would then be wrong."""
+    path = config_path()
+    try:
+        same = load_config(path) == config
+    except ApplianceError:
+        same = False
+    if not same:
+        log.info("not watching %s for changes: this daemon was started from another config", path)
+        return None
+    return path
+
+
+async def start(rt: Runtime) -> ScreenService:
+    """Start every part on rt; returns the service (tests look at what it drew)."""
+    bus = await rt.connect_bus()
+    display = Display(rt.config.screen)
+    rt.stack.callback(display.close)
+    sounds = Sounds(rt.config.screen.sounds)
+    rt.stack.callback(sounds.close)
+    svc = ScreenService(rt.config, display.surface, display.flip, sounds)
+    rt.stack.callback(svc.close)
+    dirty = asyncio.Event()
+    for topic in (*TOPICS, *FRAME_TOPICS):
+        event = topic == "call.chat"
+        sub = bus.subscribe(topic, maxsize=256 if event else 4)
+        rt.spawn(_consume(sub, svc, dirty), f"sub:{topic}")
+    rt.spawn(_render_loop(rt, svc, dirty, display.pump), "render")
+    watched = _config_to_watch(rt.config)
+    if watched is not None:
+        rt.spawn(_watch_config(svc, dirty, watched), "config", critical=False)
+    svc.refresh(time.time(), time.monotonic())
+    if not rt.config.screen.sounds:
+        audio = "sound off"
+    else:
+        audio = "sound on" if sounds.available else "no audio device"
+    rt.ready(f"{display.driver} {display.size[0]}x{display.size[1]}, {audio}")
+    return svc
+
+
+async def main(rt: Runtime) -> None:
+    await start(rt)

@@ -1,0 +1,290 @@
+"""Who may use the setup page: the password, the first-use code, sessions, rate limits.
+
+- The password is stored as a scrypt hash (N=2^15, r=8, p=1: 32 MiB and about 0.1 s on an
+  x86 core, several times that on a Pi, which is the point) in <state_dir>/setup-password.json,
+  mode 0600, written atomically. A file that cannot be read is an error, never "no password":
+  a damaged file must not reopen first use to whoever stands at the kiosk.
+- First use: a one-time 6-digit code, made when the technician asks for it on the page and
+  shown on the kiosk's own screen (bus topic setup.code). Knowing it proves physical presence.
+  It expires after CODE_TTL_S and dies after CODE_ATTEMPTS wrong tries.
+- Sessions: a random token in an HttpOnly, SameSite=Strict cookie; the server keeps only its
+  SHA-256. Each session carries its own CSRF token. Logging in makes a new session (no
+  fixation); changing the password ends every session.
+- Failed logins and code tries are rate-limited per client address and overall.
+
+Nothing here logs a password, a code or a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.atomic import atomic_write
+from appliance.errors import StateError
+
+PASSWORD_FILE = "setup-password.json"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+SCRYPT_MAXMEM = 64 * 1024 * 1024
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256
+
+CODE_DIGITS = 6
+CODE_TTL_S = 600.0
+CODE_ATTEMPTS = 5
+
+SESSION_IDLE_S = 30 * 60.0
+SESSION_MAX_S = 12 * 3600.0
+MAX_SESSIONS = 256
+
+Clock = Callable[[], float]
+
+
+# --- the password -----------------------------------------------------------------------------
+
+
+def password_problem(password: str, confirm: str) -> str | None:
+    """Why this new password is refused, or None."""
+    if password != confirm:
+        return "the two passwords differ"
+    if len(password) < MIN_PASSWORD:
+        return f"use at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"use at most {MAX_PASSWORD} characters"
+    if len(set(password)) < 5:
+        return "use at least 5 different characters"
+    return None
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=32)
+
+
+def hash_password(password: str) -> dict[str, object]:
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return {
+        "version": 1,
+        "scheme": "scrypt",
+        "n": SCRYPT_N,
+        "r": SCRYPT_R,
+        "p": SCRYPT_P,
+        "salt": base64.b64encode(salt).decode(),
+        "hash": base64.b64encode(digest).decode(),
+        "set_at": time.time(),
+    }
+
+
+def verify_password(record: dict[str, object], password: str) -> bool:
+    try:
+        salt = base64.b64decode(str(record["salt"]), validate=True)
+        expected = base64.b64decode(str(record["hash"]), validate=True)
+        n, r, p = int(str(record["n"])), int(str(record["r"])), int(str(record["p"]))
+    except (KeyError, ValueError) as exc:
+        raise StateError(f"setup password record is damaged: {exc}") from None
+    if record.get("scheme") != "scrypt" or not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise StateError("setup password record is damaged: unknown scheme or parameters")
+    if len(password) > MAX_PASSWORD:
+        return False
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
+
+
+class PasswordStore:
+    """The hash on disk. Blocking (scrypt, file I/O): call from a worker thread."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(state_dir) / PASSWORD_FILE
+
+    def is_set(self) -> bool:
+        """Whether a password exists; StateError if the file is there but unreadable."""
+        return self._load() is not None
+
+    def _load(self) -> dict[str, object] | None:
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(f"{self.path}: cannot read the setup password: {exc}") from None
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            raise StateError(f"{self.path}: the setup password file is damaged (not JSON)") from None
+        if not isinstance(record, dict) or record.get("version") != 1:
+            raise StateError(f"{self.path}: the setup password file is damaged (no version 1 record)")
+        return record
+
+    def set(self, password: str) -> None:
+        atomic_write(self.path, json.dumps(hash_password(password)) + "\n", mode=0o600)
+
+    def check(self, password: str) -> bool:
+        record = self._load()
+        return record is not None and verify_password(record, password)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+# --- the first-use code -------------------------------------------------------------------------
+
+
+@dataclass
+class SetupCodes:
+    """One code at a time; None until asked for."""
+
+    clock: Clock = time.time
+    code: str | None = None
+    expires_at: float = 0.0
+    wrong: int = 0
+
+    def current(self) -> tuple[str, float] | None:
+        if self.code is None or self.clock() >= self.expires_at:
+            return None
+        return self.code, self.expires_at
+
+    def issue(self) -> tuple[str, float]:
+        """The live code, or a new one if there is none (asking twice does not change it)."""
+        live = self.current()
+        if live is not None:
+            return live
+        self.code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        self.expires_at = self.clock() + CODE_TTL_S
+        self.wrong = 0
+        return self.code, self.expires_at
+
+    def check(self, attempt: str) -> bool:
+        """True once for the right live code, which is then used up."""
+        live = self.current()
+        if live is None:
+            return False
+        if hmac.compare_digest(attempt.strip().encode(), live[0].encode()):
+            self.clear()
+            return True
+        self.wrong += 1
+        if self.wrong >= CODE_ATTEMPTS:
+            self.clear()  # guessing is over: ask for a new code at the kiosk
+        return False
+
+    def clear(self) -> None:
+        self.code = None
+        self.expires_at = 0.0
+        self.wrong = 0
+
+
+# --- rate limiting ------------------------------------------------------------------------------
+
+
+@dataclass
+class RateLimiter:
+    """At most `per_client` failures per client and `overall` failures in total per window.
+    A client over its limit waits until its oldest failure leaves the window."""
+
+    per_client: int = 5
+    overall: int = 30
+    window_s: float = 300.0
+    clock: Clock = time.monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _all: deque[float] = field(default_factory=deque)
+
+    def _trim(self, q: deque[float], now: float) -> None:
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until this client may try again; 0 when it may now."""
+        now = self.clock()
+        self._trim(self._all, now)
+        q = self._failures.get(client)
+        waits = [0.0]
+        if q is not None:
+            self._trim(q, now)
+            if len(q) >= self.per_client:
+                waits.append(q[0] + self.window_s - now)
+        if len(self._all) >= self.overall:
+            waits.append(self._all[0] + self.window_s - now)
+        return max(waits)
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        self._failures.setdefault(client, deque()).append(now)
+        self._all.append(now)
+        if len(self._failures) > 4096:  # bound memory against address churn
+            for key in [k for k, q in self._failures.items() if not q or q[-1] <= now - self.window_s]:
+                del self._failures[key]
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    csrf: str
+    created: float
+    seen: float
+    authenticated: bool = False
+
+
+class Sessions:
+    """Server-side sessions keyed by the SHA-256 of the cookie's token."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._by_hash: OrderedDict[str, Session] = OrderedDict()
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def new(self, *, authenticated: bool = False) -> tuple[str, Session]:
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        session = Session(csrf=secrets.token_urlsafe(32), created=now, seen=now, authenticated=authenticated)
+        self._by_hash[self._key(token)] = session
+        while len(self._by_hash) > MAX_SESSIONS:
+            # Unauthenticated sessions go first: a flood of visitors cannot log anyone out.
+            victim = next((k for k, s in self._by_hash.items() if not s.authenticated), None)
+            if victim is None:
+                victim = next(iter(self._by_hash))
+            del self._by_hash[victim]
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        if not token or len(token) > 128:
+            return None
+        key = self._key(token)
+        session = self._by_hash.get(key)
+        if session is None:
+            return None
+        now = self.clock()
+        if now - session.seen > SESSION_IDLE_S or now - session.created > SESSION_MAX_S:
+            del self._by_hash[key]
+            return None
+        session.seen = now
+        self._by_hash.move_to_end(key)
+        return session
+
+    def drop(self, token: str | None) -> None:
+        if token:
+            self._by_hash.pop(self._key(token), None)
+
+    def drop_all(self) -> None:
+        self._by_hash.clear()
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def csrf_ok(session: Session | None, token: str | None) -> bool:
+    return session is not None and bool(token) and hmac.compare_digest(session.csrf, str(token))

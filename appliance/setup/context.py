@@ -1,0 +1,68 @@
+"""Everything a setup page handler needs, in one object the app carries (web.AppKey)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from appliance.bus.client import BusClient
+from appliance.bus.topics import SetupCode
+from appliance.config import AppConfig
+from appliance.setup.auth import PasswordStore, RateLimiter, Sessions, SetupCodes
+from appliance.setup.live import LiveState
+from appliance.setup.logs import RingHandler
+from appliance.setup.system import SystemControl
+
+
+@dataclass
+class Context:
+    config: AppConfig
+    config_file: Path
+    bus: BusClient
+    system: SystemControl
+    tls: bool = False
+    cert_path: Path | None = None
+    live: LiveState = field(default_factory=LiveState)
+    passwords: PasswordStore | None = None
+    codes: SetupCodes = field(default_factory=SetupCodes)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    sessions: Sessions = field(default_factory=Sessions)
+    ring_log: RingHandler = field(default_factory=RingHandler)
+    # scrypt takes 32 MiB and a CPU for a tenth of a second: one at a time.
+    hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    config_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: float = field(default_factory=time.time)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.passwords is None:
+            self.passwords = PasswordStore(self.config.paths.state_dir)
+
+    @property
+    def store(self) -> PasswordStore:
+        assert self.passwords is not None
+        return self.passwords
+
+    def publish_code(self) -> None:
+        """Show the live setup code on the kiosk screen, or clear it."""
+        live = self.codes.current()
+        msg = SetupCode(code=live[0], expires_at=live[1]) if live else SetupCode(code=None)
+        self.bus.publish_nowait("setup.code", msg)
+
+    async def password_is_set(self) -> bool:
+        return await asyncio.to_thread(self.store.is_set)
+
+    async def check_password(self, password: str) -> bool:
+        async with self.hashing:
+            return await asyncio.to_thread(self.store.check, password)
+
+    async def set_password(self, password: str) -> None:
+        async with self.hashing:
+            await asyncio.to_thread(self.store.set, password)
+
+
+CTX = web.AppKey("ctx", Context)

@@ -1,0 +1,192 @@
+"""Getting in: first use (the code from the kiosk's screen, then a password), login, logout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from appliance.errors import StateError
+from appliance.setup.app import COOKIE, SESSION_KEY, ctx_of, new_session_cookie, render, session_of
+from appliance.setup.auth import password_problem
+from appliance.setup.html import Markup, csrf_field, h, notice
+
+log = logging.getLogger(__name__)
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def _password_set(request: web.Request) -> bool:
+    try:
+        return await ctx_of(request).password_is_set()
+    except StateError as exc:
+        log.error("%s", exc)
+        raise web.HTTPInternalServerError(
+            text=f"{exc}\nThe setup page stays locked: restore the file, or factory-reset the kiosk.\n"
+        ) from None
+
+
+def _too_many(request: web.Request, seconds: float, what: str) -> web.Response:
+    wait = max(1, int(seconds + 0.999))
+    body = notice("error", f"Too many wrong {what}. Try again in {wait} s.")
+    response = render(request, "Please wait", body, status=429)
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def _log_in(request: web.Request, response: web.StreamResponse) -> None:
+    """A new authenticated session: the pre-login one is dropped (no session fixation)."""
+    ctx = ctx_of(request)
+    ctx.sessions.drop(request.cookies.get(COOKIE))
+    token, session = ctx.sessions.new(authenticated=True)
+    request[SESSION_KEY] = session
+    new_session_cookie(request, response, token)
+
+
+# --- first use ---------------------------------------------------------------------------------
+
+
+def _first_use_form(request: web.Request, error: str | None = None) -> Markup:
+    ctx = ctx_of(request)
+    session = session_of(request)
+    live = ctx.codes.current()
+    if live is None:
+        return h(
+            "{error}<p>This kiosk has no setup password yet. To prove you are at the kiosk, ask for a "
+            "one-time code: it appears on the kiosk's own screen for 10 minutes.</p>"
+            '<form method="post" action="/first-use/code">{csrf}'
+            '<button type="submit" id="ask-code">Show a setup code on the kiosk screen</button></form>',
+            error=notice("error", error) if error else Markup(""),
+            csrf=csrf_field(session),
+        )
+    return h(
+        "{error}<p>Enter the 6-digit code shown on the kiosk's screen, and choose the setup password "
+        "(at least 10 characters).</p>"
+        '<form method="post" action="/first-use" class="stack">{csrf}'
+        '<label>Setup code <input name="code" id="code" inputmode="numeric" autocomplete="one-time-code" '
+        'pattern="[0-9]{{6}}" maxlength="6" required></label>'
+        '<label>New password <input type="password" name="password" id="password" '
+        'autocomplete="new-password" minlength="10" required></label>'
+        '<label>Repeat it <input type="password" name="confirm" id="confirm" '
+        'autocomplete="new-password" required></label>'
+        '<button type="submit" id="set-password">Set the password</button></form>',
+        error=notice("error", error) if error else Markup(""),
+        csrf=csrf_field(session),
+    )
+
+
+async def first_use(request: web.Request) -> web.Response:
+    if await _password_set(request):
+        raise web.HTTPSeeOther("/login")
+    return render(request, "First use", _first_use_form(request))
+
+
+async def ask_code(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    if await _password_set(request):
+        raise web.HTTPSeeOther("/login")
+    _, expires_at = ctx.codes.issue()
+    ctx.publish_code()
+    # Clear the retained setup.code once it has expired, so no stale code waits on the bus.
+    asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()) + 1.0, ctx.publish_code)
+    log.info("setup code shown on the kiosk screen for %s", _client(request))
+    raise web.HTTPSeeOther("/first-use")
+
+
+async def set_first_password(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    if await _password_set(request):
+        raise web.HTTPSeeOther("/login")
+    client = _client(request)
+    wait = ctx.limiter.retry_after(client)
+    if wait > 0:
+        return _too_many(request, wait, "codes")
+    form = await request.post()
+    code, password, confirm = (str(form.get(k, "")) for k in ("code", "password", "confirm"))
+    problem = password_problem(password, confirm)
+    if problem is not None:
+        return render(
+            request, "First use", _first_use_form(request, f"Password not set: {problem}."), status=400
+        )
+    if not ctx.codes.check(code):
+        ctx.limiter.failed(client)
+        ctx.publish_code()  # a code used up by wrong tries leaves the screen
+        log.warning("setup: wrong setup code from %s", client)
+        again = "" if ctx.codes.current() else " Ask for a new code."
+        return render(
+            request, "First use", _first_use_form(request, f"Wrong or expired setup code.{again}"), status=401
+        )
+    await ctx.set_password(password)
+    ctx.publish_code()
+    ctx.limiter.succeeded(client)
+    log.info("setup password set from %s", client)
+    response = web.HTTPSeeOther("/status")
+    _log_in(request, response)
+    raise response
+
+
+# --- login / logout ----------------------------------------------------------------------------
+
+
+def _login_form(request: web.Request, error: str | None = None) -> Markup:
+    return h(
+        '{error}<form method="post" action="/login" class="stack">{csrf}'
+        '<label>Password <input type="password" name="password" id="password" '
+        'autocomplete="current-password" required autofocus></label>'
+        '<button type="submit" id="login">Log in</button></form>',
+        error=notice("error", error) if error else Markup(""),
+        csrf=csrf_field(session_of(request)),
+    )
+
+
+async def login_page(request: web.Request) -> web.Response:
+    if not await _password_set(request):
+        raise web.HTTPSeeOther("/first-use")
+    if session_of(request).authenticated:
+        raise web.HTTPSeeOther("/status")
+    return render(request, "Log in", _login_form(request))
+
+
+async def login(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    if not await _password_set(request):
+        raise web.HTTPSeeOther("/first-use")
+    client = _client(request)
+    wait = ctx.limiter.retry_after(client)
+    if wait > 0:
+        return _too_many(request, wait, "passwords")
+    form = await request.post()
+    if not await ctx.check_password(str(form.get("password", ""))):
+        ctx.limiter.failed(client)
+        log.warning("setup: failed login from %s", client)
+        return render(request, "Log in", _login_form(request, "Wrong password."), status=401)
+    ctx.limiter.succeeded(client)
+    log.info("setup: login from %s", client)
+    response = web.HTTPSeeOther("/status")
+    _log_in(request, response)
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    ctx_of(request).sessions.drop(request.cookies.get(COOKIE))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/status")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", root)
+    app.router.add_get("/first-use", first_use)
+    app.router.add_post("/first-use/code", ask_code)
+    app.router.add_post("/first-use", set_first_password)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)

@@ -1,0 +1,186 @@
+"""The machine around the daemons: unit states, restart, reboot, factory reset, identity.
+
+Maintenance acts only on a kiosk: systemd is PID 1, this daemon runs as one of its units,
+and the appliance's units are installed. Anywhere else (the demo, a development machine)
+each action says what it would do and does nothing, so trying the page cannot reboot a
+laptop or wipe a developer's state directory.
+
+Commands run with `systemctl --no-block`: restarting the setup daemon itself, or
+rebooting, must not cut off the reply that says it is happening.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance import daemons
+from appliance.runtime import under_systemd
+
+SYSTEMD_RUN = Path("/run/systemd/system")
+UNIT_PREFIX = "appliance-"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    done: bool
+    message: str
+    command: tuple[str, ...] = ()
+
+
+def unit_name(daemon: str) -> str:
+    return f"{UNIT_PREFIX}{daemon}.service"
+
+
+class SystemControl:
+    def __init__(
+        self,
+        *,
+        systemctl: str | None = None,
+        active: bool | None = None,
+        state_dir: Path,
+        config_path: Path,
+    ) -> None:
+        self.systemctl = systemctl or shutil.which("systemctl")
+        self.state_dir = state_dir
+        self.config_path = config_path
+        if active is None:
+            active = SYSTEMD_RUN.is_dir() and under_systemd() and self.systemctl is not None
+        self.active = active
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def unit_states(self) -> dict[str, dict[str, str]]:
+        """Per daemon: ActiveState, SubState, LoadState from `systemctl show`; {} off a kiosk."""
+        if not self.active or self.systemctl is None:
+            return {}
+        names = [unit_name(d) for d in daemons.START_ORDER]
+        try:
+            out = subprocess.run(
+                [self.systemctl, "show", "--property=Id,LoadState,ActiveState,SubState", "--", *names],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        states: dict[str, dict[str, str]] = {}
+        for block in out.stdout.strip().split("\n\n"):
+            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            unit = props.get("Id", "")
+            if unit.startswith(UNIT_PREFIX) and unit.endswith(".service"):
+                states[unit.removeprefix(UNIT_PREFIX).removesuffix(".service")] = props
+        return states
+
+    # --- acting -------------------------------------------------------------------------------
+
+    def _run(self, args: Sequence[str], what: str) -> Outcome:
+        cmd = (self.systemctl or "systemctl", *args)
+        if not self.active:
+            shown = " ".join(["systemctl", *args])
+            return Outcome(
+                False,
+                f"Not a kiosk under systemd (the demo or a development machine): would run `{shown}` "
+                f"to {what}. Nothing was done.",
+                cmd,
+            )
+        try:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+            return Outcome(False, f"Could not {what}: {detail[-1] if detail else exc}", cmd)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return Outcome(False, f"Could not {what}: {exc}", cmd)
+        return Outcome(True, f"Asked systemd to {what}.", cmd)
+
+    def restart(self, daemon: str) -> Outcome:
+        if daemon not in daemons.START_ORDER:
+            return Outcome(False, f"No daemon named {daemon!r}.")
+        return self._run(["--no-block", "restart", unit_name(daemon)], f"restart the {daemon} daemon")
+
+    def reboot(self) -> Outcome:
+        return self._run(["--no-block", "reboot"], "reboot the kiosk")
+
+    def reset_targets(self) -> list[Path]:
+        """What a factory reset deletes: the state directory's contents and the config file."""
+        targets = sorted(self.state_dir.iterdir()) if self.state_dir.is_dir() else []
+        if self.config_path.exists():
+            targets.append(self.config_path)
+        return targets
+
+    def factory_reset(self) -> Outcome:
+        targets = self.reset_targets()
+        listing = ", ".join(str(p) for p in targets) or "nothing"
+        if not self.active:
+            return Outcome(
+                False,
+                "Not a kiosk under systemd (the demo or a development machine): a factory reset would "
+                f"delete {listing} (calibration, events, pairing, the setup password; the config goes "
+                "back to the shipped defaults), then reboot. Nothing was done.",
+            )
+        for path in targets:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                return Outcome(False, f"Factory reset stopped: cannot delete {path}: {exc.strerror}")
+        rebooted = self.reboot()
+        return Outcome(rebooted.done, f"Deleted {listing}. {rebooted.message}", rebooted.command)
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+def device_id() -> str:
+    """The Raspberry Pi's serial number, else a hash of the machine id (never the id itself:
+    systemd asks applications not to expose it)."""
+    for source in (Path("/proc/device-tree/serial-number"),):
+        try:
+            serial = source.read_text().strip("\0\n ")
+        except OSError:
+            continue
+        if serial:
+            return serial
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("Serial") and ":" in line:
+                serial = line.split(":", 1)[1].strip()
+                if serial.strip("0"):
+                    return serial
+    except OSError:
+        pass
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        return "unknown"
+    return hashlib.sha256(f"appliance:{machine}".encode()).hexdigest()[:16]
+
+
+def os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def pi_model() -> str | None:
+    try:
+        return Path("/proc/device-tree/model").read_text().rstrip("\0") or None
+    except OSError:
+        return None
+
+
+def kernel() -> str:
+    return os.uname().release

@@ -1,0 +1,132 @@
+"""The pure access parts: password policy and hash, the first-use code, limits, sessions."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import StateError
+from appliance.setup import auth
+from appliance.setup.auth import PasswordStore, RateLimiter, Sessions, SetupCodes, csrf_ok, password_problem
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_password_policy() -> None:
+    assert password_problem("abcdefghij", "abcdefghik") == "the two passwords differ"
+    assert "at least 10" in (password_problem("short", "short") or "")
+    assert "5 different" in (password_problem("aaaaabbbbb", "aaaaabbbbb") or "")
+    assert password_problem("x" * 300, "x" * 300) is not None
+    assert password_problem("kiosk-door-7", "kiosk-door-7") is None
+
+
+def test_password_is_stored_hashed_0600_and_checked(tmp_path: Path) -> None:
+    store = PasswordStore(tmp_path)
+    assert not store.is_set()
+    store.set("kiosk-door-7")
+    assert store.is_set()
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    text = store.path.read_text()
+    assert "kiosk-door-7" not in text
+    record = json.loads(text)
+    assert record["scheme"] == "scrypt" and record["n"] >= 2**15
+    assert store.check("kiosk-door-7")
+    assert not store.check("kiosk-door-8")
+    assert not store.check("")
+    # Two hashes of one password differ (salted).
+    other = PasswordStore(tmp_path / "b")
+    other.set("kiosk-door-7")
+    assert json.loads(other.path.read_text())["hash"] != record["hash"]
+
+
+def test_a_damaged_password_file_locks_rather_than_reopens_first_use(tmp_path: Path) -> None:
+    store = PasswordStore(tmp_path)
+    store.path.write_text("{not json")
+    with pytest.raises(StateError, match="damaged"):
+        store.is_set()
+    store.path.write_text(
+        json.dumps({"version": 1, "scheme": "md5", "salt": "", "hash": "", "n": 1, "r": 1, "p": 1})
+    )
+    with pytest.raises(StateError, match="damaged"):
+        store.check("anything at all")
+
+
+def test_setup_code_is_six_digits_single_use_and_expires() -> None:
+    clock = Clock()
+    codes = SetupCodes(clock=clock)
+    assert codes.current() is None and not codes.check("000000")
+    code, expires = codes.issue()
+    assert len(code) == 6 and code.isdigit() and expires == clock.t + auth.CODE_TTL_S
+    assert codes.issue() == (code, expires), "asking again shows the same code"
+    assert codes.check(f" {code} ")
+    assert codes.current() is None and not codes.check(code), "used up"
+    code, _ = codes.issue()
+    clock.t += auth.CODE_TTL_S
+    assert not codes.check(code), "expired"
+
+
+def test_setup_code_dies_after_wrong_tries() -> None:
+    codes = SetupCodes(clock=Clock())
+    code, _ = codes.issue()
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(auth.CODE_ATTEMPTS):
+        assert not codes.check(wrong)
+    assert codes.current() is None
+    assert not codes.check(code)
+
+
+def test_rate_limiter_per_client_and_overall() -> None:
+    clock = Clock()
+    limiter = RateLimiter(per_client=3, overall=5, window_s=60.0, clock=clock)
+    for _ in range(3):
+        assert limiter.retry_after("a") == 0
+        limiter.failed("a")
+    assert limiter.retry_after("a") == pytest.approx(60.0)
+    assert limiter.retry_after("b") == 0
+    limiter.failed("b")
+    limiter.failed("c")
+    # Five failures overall: everyone waits, even a new client (a distributed guess).
+    assert limiter.retry_after("d") > 0
+    clock.t += 61
+    assert limiter.retry_after("a") == 0 and limiter.retry_after("d") == 0
+    limiter.failed("a")
+    limiter.succeeded("a")
+    assert limiter.retry_after("a") == 0
+
+
+def test_sessions_expire_and_floods_evict_anonymous_first() -> None:
+    clock = Clock()
+    sessions = Sessions(clock=clock)
+    token, session = sessions.new(authenticated=True)
+    assert sessions.get(token) is session
+    assert sessions.get("nope") is None and sessions.get(None) is None
+    clock.t += auth.SESSION_IDLE_S - 1
+    assert sessions.get(token) is session  # seen: the idle clock restarts
+    clock.t += auth.SESSION_IDLE_S + 1
+    assert sessions.get(token) is None
+    token, _ = sessions.new(authenticated=True)
+    for _ in range(auth.MAX_SESSIONS + 10):
+        sessions.new()
+    assert len(sessions) == auth.MAX_SESSIONS
+    assert sessions.get(token) is not None, "a visitor flood must not log the technician out"
+    for _ in range(int(auth.SESSION_MAX_S // (auth.SESSION_IDLE_S - 10)) + 1):
+        clock.t += auth.SESSION_IDLE_S - 10
+        sessions.get(token)
+    assert sessions.get(token) is None, "absolute lifetime"
+
+
+def test_csrf_check() -> None:
+    _, session = Sessions().new()
+    assert csrf_ok(session, session.csrf)
+    assert not csrf_ok(session, session.csrf + "x")
+    assert not csrf_ok(session, None) and not csrf_ok(session, "")
+    assert not csrf_ok(None, session.csrf)
