@@ -32,6 +32,13 @@ KEYS = {
     "retry_rate",
     "no_result_rate",
     "targets",
+    "noncompliant_wrong_normal",
+    "noncompliant_answered_rate",
+    "confusion_noncompliant",
+    "time_to_result_from_arrival_s",
+    "mae_by_start_distance",
+    "fixed_behaviour",
+    "comfortable_window",
 }
 
 
@@ -66,7 +73,7 @@ def test_the_alert_latency_part_is_merged_as_it_comes(result: dict[str, Any]) ->
 
 def test_the_figures_are_in_sane_ranges(result: dict[str, Any]) -> None:
     assert result["quick"] is True
-    assert result["people"] >= 40 and result["suite"]["split"] == "test"
+    assert result["suite"]["people"] >= 40 and result["suite"]["split"] == "test"
     assert 0 < result["frame_cost_p50_ms"] < 50 and 0 < result["griddata_cost_p50_ms"] < 500
     assert result["speedup_vs_griddata"] == pytest.approx(
         result["griddata_cost_p50_ms"] / result["frame_cost_p50_ms"], rel=0.01
@@ -79,6 +86,15 @@ def test_the_figures_are_in_sane_ranges(result: dict[str, Any]) -> None:
     confusion = result["confusion"]
     assert set(confusion) == set(evaluate.ROWS)
     assert sum(sum(row.values()) for row in confusion.values()) == result["people"]
+    # The headline is the compliant people; the others are counted on their own.
+    noncompliant = result["confusion_noncompliant"]
+    assert sum(sum(row.values()) for row in noncompliant.values()) == result["noncompliant_people"]
+    assert result["people"] + result["noncompliant_people"] == result["suite"]["people"]
+    assert result["noncompliant_wrong_normal"] >= 0
+    # The old view: the same seeds, nobody following prompts, everyone scored.
+    fixed = result["fixed_behaviour"]
+    assert fixed["people"] >= 40 and 0.0 <= fixed["sensitivity"] <= 1.0
+    assert result["comfortable_window"]["distance_max_m"] == 0.55
     assert result["calibration"]["sites"] == result["suite"]["sessions"]
 
 

@@ -11,6 +11,19 @@ coefficients were fitted on the "train" split only (settings.py, fit.py). The sc
 (attribution, how retry counts, what "fault_normal_results" means) are in screening/evaluate.py;
 in short, sensitivity counts "retry" and no answer at all as misses.
 
+Prompt compliance. The suite's people follow the kiosk's prompts after a reaction delay ("please
+come closer" beyond 0.55 m, "one person at a time" for pairs: the second steps back out of view
+until the first has gone); a seeded ~12 % ignore them (suite.py says how, open loop). The
+issue's keys (sensitivity, false_alarm_rate, mae_c, confusion, time_to_result_s, ...) are over
+the compliant people, a compliant person without an answer counting as a miss; the
+``noncompliant_*`` keys score the rest (no answer or retry is fine for them, a "normal" for one
+with a fever is not: noncompliant_wrong_normal). ``fixed_behaviour`` is the old view: the same
+seeds with nobody following prompts (everyone stands where they stopped, pairs stay together),
+every person scored. ``comfortable_window`` screens the compliant suite with the distance
+window ending at 0.55 m, where the suite's people are asked to come closer: with the shipped
+0.8 m the kiosk measures people at 0.55-0.8 m where they stand, before their scripted step
+(an open-loop script cannot know), so the headline keys keep the far-face error.
+
 Cost per frame. The screening machine's feed() (segmentation, estimator, state machine) plus
 the display interpolation (8x8 to 32x32 bicubic) for every frame of the suite's recordings
 (--quick: the first sessions, about 3000 frames), in order, as the daemon would run them; and,
@@ -63,6 +76,56 @@ def shipped_settings() -> ScreeningSettings:
     return settings_for(AppConfig())
 
 
+DISTANCE_EDGES = [0.3, 0.4, 0.5, 0.6, 0.7, 0.81]
+FIXED_KEYS = (
+    "people",
+    "people_scored",
+    "sensitivity",
+    "sensitivity_ci95",
+    "false_alarm_rate",
+    "mae_c",
+    "retry_rate",
+    "no_result_rate",
+    "answered_rate",
+    "fault_normal_results",
+    "time_to_result_s",
+    "confusion",
+)
+
+
+def fixed_behaviour(people: int, settings: ScreeningSettings) -> dict[str, Any]:
+    """The old view: the same seeds, nobody follows prompts, everyone scored."""
+    suite = corpus.ensure_suite("test", people, behaviour="fixed")
+    scores, _ = corpus.score_suite(suite, settings)
+    summary = evaluate.summarize(scores, everyone=True)
+    return {"fixed_behaviour": {key: summary[key] for key in FIXED_KEYS}}
+
+
+def comfortable_window(people: int, settings: ScreeningSettings) -> dict[str, Any]:
+    """The compliant suite screened by a kiosk whose distance window ends where the suite's people
+    are asked to come closer (suite.COMFORTABLE_MAX_M): the window the compliance model assumes.
+    Shipped settings otherwise; nothing here was chosen on this split."""
+    from appliance.sim.suite import COMFORTABLE_MAX_M
+
+    narrow = dataclasses.replace(settings, distance_max_m=COMFORTABLE_MAX_M)
+    suite = corpus.ensure_suite("test", people)
+    scores, _ = corpus.score_suite(suite, narrow)
+    summary = evaluate.summarize(scores)
+    keys = (
+        *FIXED_KEYS,
+        "time_to_result_from_arrival_s",
+        "noncompliant_wrong_normal",
+        "noncompliant_answered_rate",
+    )
+    return {
+        "comfortable_window": {
+            "distance_max_m": COMFORTABLE_MAX_M,
+            **{key: summary[key] for key in keys},
+            "mae_by_distance": evaluate.mae_by_distance(scores, DISTANCE_EDGES),
+        }
+    }
+
+
 def accuracy(people: int, settings: ScreeningSettings) -> dict[str, Any]:
     suite = corpus.ensure_suite("test", people)
     truth = corpus.load_truth(suite)
@@ -70,10 +133,17 @@ def accuracy(people: int, settings: ScreeningSettings) -> dict[str, Any]:
     summary = evaluate.summarize(scores)
     offsets = np.array([c.offset_c for c in calibrations])
     references = [s["calibration"] for s in truth["sessions"]]
+    behaviours: dict[str, int] = {}
+    for session in truth["sessions"]:
+        for person in session["people"]:
+            behaviours[person["behaviour"]] = behaviours.get(person["behaviour"], 0) + 1
     return {
         **summary,
-        "mae_by_distance": evaluate.mae_by_distance(scores, [0.3, 0.4, 0.5, 0.6, 0.7, 0.81]),
+        "mae_by_distance": evaluate.mae_by_distance(scores, DISTANCE_EDGES),
+        "mae_by_start_distance": evaluate.mae_by_distance(scores, DISTANCE_EDGES, start=True),
         "suite": {
+            "behaviour": truth.get("behaviour", "compliant"),
+            "behaviours": dict(sorted(behaviours.items())),
             "split": truth["split"],
             "version": corpus.suite_version(),
             "sessions": len(truth["sessions"]),
@@ -173,6 +243,8 @@ def bench_screening(quick: bool = False) -> dict[str, Any]:
     parts: dict[str, float] = {}
     result: dict[str, Any] = {"quick": quick}
     result.update(_timed(parts, "accuracy_s", lambda: accuracy(people, settings)))
+    result.update(_timed(parts, "fixed_behaviour_s", lambda: fixed_behaviour(people, settings)))
+    result.update(_timed(parts, "comfortable_window_s", lambda: comfortable_window(people, settings)))
     frames = QUICK_FRAMES if quick else None
     result.update(_timed(parts, "frame_cost_s", lambda: frame_cost(people, settings, frames)))
     result.update(_timed(parts, "alert_latency_s", lambda: alert_latency(quick)))

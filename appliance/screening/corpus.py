@@ -4,12 +4,14 @@ Not part of the pure core: this module writes files. The suite is generated dete
 from its seeds (appliance/sim/suite.py) and cached under
 
     $APPLIANCE_CACHE_DIR, else $XDG_CACHE_HOME/appliance, else ~/.cache/appliance
-        suite-<version>/<split>-<people>/ground_truth.json, recordings/, calibration/
+        suite-<version>/<split>-<people>[-fixed]/ground_truth.json, recordings/, calibration/
 
 where <version> is a hash of the simulator's sources and of this module's calibration plan, so
 a change to the simulator can never be scored against stale recordings. A fresh clone builds
 it on first use (about 5 s per 200 people on a 2-core x86); concurrent builders do not clash
-(each builds in its own temporary directory and the first rename wins).
+(each builds in its own temporary directory and the first rename wins). ``behaviour`` picks the
+suite's people: "compliant" (they follow the kiosk's prompts, the default) or "fixed" (they
+stand where they first stopped and pairs stay together: the suite before prompt compliance).
 
 Site calibration. Every suite session is its own site with its own sensor (offset, fixed
 pattern, seeded by the session). For each one, a calibration recording is made the way a
@@ -111,11 +113,11 @@ def calibration_scenario(session: dict[str, Any]) -> tuple[dict[str, Any], float
     return data, round(core, 1), core
 
 
-def _build(out: Path, split: str, people: int) -> None:
+def _build(out: Path, split: str, people: int, behaviour: str = "compliant") -> None:
     from appliance.sim.scenario import parse_scenario
     from appliance.sim.suite import SessionPlan, generate_suite, record_session
 
-    truth = generate_suite(out, split, people)
+    truth = generate_suite(out, split, people, behaviour)
     references: dict[str, Any] = {}
     for session in truth["sessions"]:
         name = Path(session["recording"]).stem
@@ -133,16 +135,21 @@ def _build(out: Path, split: str, people: int) -> None:
     (out / "calibration.json").write_text(json.dumps(references, indent=1))
 
 
-def ensure_suite(split: str, people: int, root: Path | None = None) -> Path:
+def ensure_suite(split: str, people: int, root: Path | None = None, behaviour: str = "compliant") -> Path:
     """The directory of a generated suite; built on first use."""
+    from appliance.sim.suite import BEHAVIOURS
+
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"behaviour must be one of {BEHAVIOURS}, not {behaviour!r}")
     base = (root or cache_root()) / f"suite-{suite_version()}"
-    target = base / f"{split}-{people}"
+    name = f"{split}-{people}" if behaviour == "compliant" else f"{split}-{people}-{behaviour}"
+    target = base / name
     if (target / "calibration.json").is_file():
         return target
     base.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{split}-{people}.", dir=base))
+    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
     try:
-        _build(building, split, people)
+        _build(building, split, people, behaviour)
         try:
             building.rename(target)
         except OSError:

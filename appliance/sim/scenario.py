@@ -23,6 +23,12 @@ A scenario is a TOML file:
     face_height = 0.0           # m, centre of the head above the sensor axis
     core_temp = 36.8            # °C
 
+    [[person.move]]             # optional: steps taken while dwelling (a prompt followed, say)
+    after = 2.0                 # s after the dwell starts
+    duration = 1.0              # s the step takes (smooth start and stop)
+    distance = 0.4              # m, where they end up; left out = unchanged
+    lateral = 0.0               # m; left out = unchanged
+
     [[object]]                  # something hot that is not a person
     name = "coffee"
     enter = 60.0
@@ -81,6 +87,15 @@ class Ambient(_Model):
     )
 
 
+class Move(_Model):
+    """A step taken while dwelling: from wherever the person is to (distance, lateral)."""
+
+    after: float = Field(ge=0.0, description="s after the dwell starts")
+    duration: float = Field(1.0, gt=0.0, le=60.0)
+    distance: float | None = Field(None, ge=0.15, le=5.0, description="m; none = unchanged")
+    lateral: float | None = Field(None, ge=-3.0, le=3.0, description="m; none = unchanged")
+
+
 class Person(_Model):
     name: str = Field(min_length=1)
     enter: float = Field(ge=0.0, description="s: appears at far_distance and walks in")
@@ -93,12 +108,52 @@ class Person(_Model):
     face_height: float = Field(0.0, ge=-1.0, le=1.0, description="m, head centre above the sensor axis")
     core_temp: float = Field(37.0, ge=34.0, le=43.0, description="°C")
     sway: float = Field(0.01, ge=0.0, le=0.2, description="m, amplitude of the natural sway while standing")
+    moves: list[Move] = Field(default_factory=list, alias="move")
 
     @model_validator(mode="after")
     def _far_is_far(self) -> Person:
         if self.far_distance <= self.distance:
             raise ValueError(f"far_distance ({self.far_distance}) must exceed distance ({self.distance})")
+        free = 0.0
+        for move in self.moves:
+            if move.after < free - 1e-9:
+                raise ValueError(f"moves overlap or are out of order (one starts at {move.after} s)")
+            free = move.after + move.duration
+            if move.distance is not None and move.distance >= self.far_distance:
+                raise ValueError(f"a move's distance ({move.distance}) must be less than far_distance")
+        if free > self.dwell + 1e-9:
+            raise ValueError(f"moves must end within the dwell ({free} s > {self.dwell} s)")
         return self
+
+    def pose_at(self, t: float) -> tuple[float, float, bool]:
+        """(distance, lateral, stepping) at scenario time t during the dwell, without sway."""
+        distance, lateral = self.distance, self.lateral
+        since = t - (self.enter + self.approach)
+        for move in self.moves:
+            if since < move.after:
+                break
+            to_d = distance if move.distance is None else move.distance
+            to_x = lateral if move.lateral is None else move.lateral
+            if since < move.after + move.duration:
+                k = _smoothstep((since - move.after) / move.duration)
+                return distance + (to_d - distance) * k, lateral + (to_x - lateral) * k, True
+            distance, lateral = to_d, to_x
+        return distance, lateral, False
+
+    @property
+    def final_distance(self) -> float:
+        """Where the person stands at the end of the dwell (after any moves)."""
+        return self.pose_at(self.dwell_window[1])[0]
+
+    @property
+    def final_lateral(self) -> float:
+        return self.pose_at(self.dwell_window[1])[1]
+
+    @property
+    def settled_at(self) -> float:
+        """When the last move ends: from then to the dwell's end the person holds still."""
+        start = self.enter + self.approach
+        return start + max((m.after + m.duration for m in self.moves), default=0.0)
 
     @property
     def exit(self) -> float:
@@ -146,7 +201,7 @@ class PersonState:
     lateral: float  # m
     face_height: float  # m
     core_temp: float  # °C
-    phase: Literal["approach", "dwell", "leave"]
+    phase: Literal["approach", "dwell", "step", "leave"]
 
 
 @dataclass(frozen=True)
@@ -202,15 +257,19 @@ class Scenario(_Model):
                 continue
             since = t - person.enter
             dwell_start, dwell_end = person.dwell_window
-            span = person.far_distance - person.distance
+            lateral = person.lateral
             if t < dwell_start:
-                phase: Literal["approach", "dwell", "leave"] = "approach"
+                phase: Literal["approach", "dwell", "step", "leave"] = "approach"
+                span = person.far_distance - person.distance
                 distance = person.far_distance - span * _smoothstep(since / person.approach)
             elif t < dwell_end:
-                phase, distance = "dwell", person.distance
+                distance, lateral, stepping = person.pose_at(t)
+                phase = "step" if stepping else "dwell"
             else:
                 phase = "leave"
-                distance = person.distance + span * _smoothstep((t - dwell_end) / person.leave)
+                final, lateral = person.final_distance, person.final_lateral
+                span = person.far_distance - final
+                distance = final + span * _smoothstep((t - dwell_end) / person.leave)
             # People never stand perfectly still: a slow sway, its phase fixed by seed and index.
             phi = self.seed * 0.7 + index * 2.39996
             sway_x = person.sway * math.sin(2 * math.pi * 0.25 * since + phi)
@@ -220,7 +279,7 @@ class Scenario(_Model):
                     name=person.name,
                     index=index,
                     distance=distance,
-                    lateral=person.lateral + sway_x,
+                    lateral=lateral + sway_x,
                     face_height=person.face_height + sway_y,
                     core_temp=person.core_temp,
                     phase=phase,

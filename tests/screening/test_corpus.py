@@ -45,5 +45,16 @@ def test_a_suite_is_scored_site_by_site(suite: Path) -> None:
     truth = corpus.load_truth(suite)
     assert len(scores) == len(calibrations) == len(truth["sessions"])
     summary = evaluate.summarize(scores)
-    assert summary["people"] == truth["people"] >= 4
+    assert summary["people"] + summary["noncompliant_people"] == truth["people"] >= 4
+    assert evaluate.summarize(scores, everyone=True)["people"] == truth["people"]
     assert all(abs(c.offset_c) < 1.5 for c in calibrations)
+
+
+def test_the_fixed_behaviour_is_cached_beside_the_compliant_one(suite: Path) -> None:
+    fixed = corpus.ensure_suite("train", 4, suite.parent.parent, behaviour="fixed")
+    assert fixed.parent == suite.parent and fixed.name == "train-4-fixed"
+    truth = corpus.load_truth(fixed)
+    assert truth["behaviour"] == "fixed"
+    assert {p["behaviour"] for s in truth["sessions"] for p in s["people"]} == {"fixed"}
+    with pytest.raises(ValueError):
+        corpus.ensure_suite("train", 4, suite.parent.parent, behaviour="obedient")

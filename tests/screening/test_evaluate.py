@@ -86,3 +86,57 @@ def test_wilson_intervals() -> None:
     low, high = wilson(57, 60)  # type: ignore[misc]
     assert low < 57 / 60 < high and high < 1.0
     assert wilson(0, 100)[0] == 0.0  # type: ignore[index]
+
+
+def test_noncompliant_people_are_scored_on_their_own() -> None:
+    session = {
+        "faults": [],
+        "people": [
+            person("s/p0", 38.5, 1.0, (3.0, 7.0), 9.0),
+            {**person("s/p1", 38.7, 10.0, (12.0, 16.0), 18.0, distance=0.75),
+             "compliant": False, "prompted": True},
+            {**person("s/p2", 36.6, 20.0, (22.0, 26.0), 28.0), "compliant": False, "prompted": False},
+        ],
+    }  # fmt: skip
+    results = [
+        result("elevated", 1.0, 4.0, 38.4),
+        result("normal", 10.0, 13.0, 37.6),  # a fever called normal at 0.75 m: wrong
+        result("normal", 20.0, 23.0, 36.9),
+    ]
+    s = summarize([score_session(session, results)])
+    assert s["people"] == 1 and s["sensitivity"] == 1.0  # the headline is the compliant people
+    assert s["noncompliant_people"] == 2 and s["noncompliant_prompted"] == 1
+    assert s["noncompliant_wrong_normal"] == 1 and s["noncompliant_answered_rate"] == 1.0
+    assert s["confusion_noncompliant"]["fever"]["normal"] == 1
+    everyone = summarize([score_session(session, results)], everyone=True)
+    assert everyone["people"] == 3 and everyone["sensitivity"] == 0.5 and everyone["noncompliant_people"] == 0
+
+
+def test_someone_out_of_view_is_not_measured_and_time_counts_from_settling() -> None:
+    # a steps from 0.7 m to 0.4 m at 4-5 s; b waits out of view (1.8 m, 1.4 m aside) meanwhile.
+    a = {
+        **person("a", 38.5, 0.0, (5.0, 9.0), 10.0, distance=0.4),
+        "arrive": 1.0,
+        "track": [
+            [0.0, 2.5, 0.0],
+            [1.0, 0.7, 0.0],
+            [4.0, 0.7, 0.0],
+            [5.0, 0.4, 0.0],
+            [9.0, 0.4, 0.0],
+            [10.0, 2.5, 0.0],
+        ],
+    }
+    b = {**person("b", 36.5, 0.5, (14.0, 18.0), 19.0, distance=0.45), "arrive": 1.5,
+         "track": [[0.5, 2.5, 0.3], [1.5, 0.45, 0.3], [2.0, 0.45, 0.3], [3.0, 1.8, 1.4], [12.0, 1.8, 1.4],
+                   [14.0, 0.45, 0.0], [18.0, 0.45, 0.0], [19.0, 2.5, 0.0]]}  # fmt: skip
+    assert attribute([a, b], result("elevated", 0.0, 6.0))["id"] == "a"  # type: ignore[index]
+    assert attribute([a, b], result("normal", 0.0, 1.8))["id"] == "b"  # type: ignore[index]  # both in view: nearest
+    assert attribute([a, b], result("normal", 0.0, 15.0))["id"] == "b"  # type: ignore[index]
+    score = score_session({"faults": [], "people": [a, b]}, [result("elevated", 4.0, 6.0, 38.6)])
+    assert score.outcomes[0].measured_distance == pytest.approx(0.4)
+    s = summarize([score])
+    assert s["time_to_result_s"] == pytest.approx(1.0) and s[
+        "time_to_result_from_arrival_s"
+    ] == pytest.approx(5.0)
+    by_start = mae_by_distance([score], [0.3, 0.6, 0.9], start=True)
+    assert by_start["0.30-0.60"]["answered"] == 1  # without start_distance: where they held still

@@ -124,3 +124,47 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_scenario_round_trips_through_its_dump() -> None:
     demo = bundled_scenario()
     assert Scenario.model_validate(demo.model_dump(by_alias=True)) == demo
+
+
+def test_a_person_can_step_while_dwelling_and_leaves_from_where_they_ended() -> None:
+    scenario = parse_scenario(
+        {
+            "name": "steps",
+            "duration": 20.0,
+            "loop": False,
+            "person": [
+                {
+                    "name": "a", "enter": 0.0, "approach": 1.0, "dwell": 8.0, "leave": 2.0, "distance": 0.7,
+                    "sway": 0.0, "move": [{"after": 2.0, "duration": 1.0, "distance": 0.4, "lateral": 0.1}],
+                }
+            ],
+        }
+    )  # fmt: skip
+    person = scenario.people[0]
+    assert person.settled_at == 4.0 and person.final_distance == 0.4 and person.final_lateral == 0.1
+    (before,) = scenario.people_at(2.9)
+    (stepping,) = scenario.people_at(3.5)
+    (after,) = scenario.people_at(5.0)
+    (leaving,) = scenario.people_at(9.5)
+    assert before.phase == "dwell" and before.distance == 0.7 and before.lateral == 0.0
+    assert stepping.phase == "step" and 0.4 < stepping.distance < 0.7
+    assert after.phase == "dwell" and after.distance == 0.4 and after.lateral == 0.1
+    assert leaving.phase == "leave" and 0.4 < leaving.distance < 2.5 and leaving.lateral == 0.1
+
+
+@pytest.mark.parametrize(
+    "moves",
+    [
+        [{"after": 7.0, "duration": 2.0}],  # ends after the dwell
+        [{"after": 2.0, "duration": 2.0}, {"after": 3.0, "duration": 1.0}],  # overlap
+        [{"after": 1.0, "distance": 3.0}],  # beyond far_distance
+    ],
+)
+def test_moves_must_fit_the_dwell(moves: list[dict[str, float]]) -> None:
+    data = {
+        "name": "bad",
+        "duration": 20.0,
+        "person": [{"name": "a", "enter": 0.0, "dwell": 8.0, "move": moves}],
+    }
+    with pytest.raises(ConfigError):
+        parse_scenario(data)
