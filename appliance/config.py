@@ -74,7 +74,7 @@ class ScreeningConfig(Section):
     hysteresis_c: float = Field(0.2, ge=0.0, le=1.0)
     units: Literal["C", "F"] = "C"
     distance_min_m: float = Field(0.3, gt=0, le=3)
-    distance_max_m: float = Field(0.8, gt=0, le=3)
+    distance_max_m: float = Field(0.55, gt=0, le=3)
     system_warmup_s: float = Field(30.0, ge=0, le=3600)
     retention_days: int = Field(30, ge=1, le=3650)
 

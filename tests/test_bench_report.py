@@ -39,3 +39,9 @@ def test_rows_and_table_show_failures_and_broken_suites() -> None:
     assert "| bus | `throughput_msgs_per_s` | >= 50000 | 120000 | pass |" in table
     assert "| video | (suite) | runs | exit 1: boom | fail |" in table
     assert table.startswith("Machine: test cpu, 2 cores")
+
+
+def test_targets_given_as_records_are_judged_from_the_figure() -> None:
+    result = {"mae_c": 0.41, "targets": {"mae_c": {"target": "<= 0.3", "value": 0.41, "pass": True}}}
+    [row] = rows_for("screening", result)
+    assert (row.target, row.passed) == ("<= 0.3", False)  # the suite's own "pass" is not trusted

@@ -85,7 +85,7 @@ def test_jsonl_gives_one_line_per_person_then_a_summary(
     assert summary["results"] == {"normal": 1, "elevated": 1, "retry": 0}
     assert summary["frames"] == 110 and summary["duration_s"] == pytest.approx(10.9)
     assert summary["calibration"] == {"offset_c": 0.0, "source": "none", "reference_c": None}
-    assert summary["settings"]["distance_max_m"] == 0.8
+    assert summary["settings"]["distance_max_m"] == 0.55
 
 
 def test_the_cli_gives_what_the_core_gives(

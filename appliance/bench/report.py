@@ -49,11 +49,13 @@ def judge(target: str, measured: Any) -> bool | None:
 
 
 def rows_for(suite: str, result: dict[str, Any]) -> list[Row]:
-    targets = result.get("targets") or {}
-    return [
-        Row(suite, key, str(target), result.get(key), judge(str(target), result.get(key)))
-        for key, target in targets.items()
-    ]
+    """Targets are either ">= 50000" or {"target": ">= 50000", "value": ..., "pass": ...}; the
+    verdict is always recomputed here from the figure itself."""
+    rows = []
+    for key, spec in (result.get("targets") or {}).items():
+        target = str(spec.get("target")) if isinstance(spec, dict) else str(spec)
+        rows.append(Row(suite, key, target, result.get(key), judge(target, result.get(key))))
+    return rows
 
 
 def run_suite(name: str, quick: bool) -> dict[str, Any]:

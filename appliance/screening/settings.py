@@ -125,7 +125,11 @@ class ScreeningSettings:
     # Relative spread of face widths between adults; the floor of the distance uncertainty.
     face_size_rel_sd: float = 0.15
     distance_min_m: float = 0.3
-    distance_max_m: float = 0.8
+    # A 0.16 m face covers two whole pixels of the 60 degree, 8-pixel sensor up to
+    # 0.16 / (2 * 2 tan(30 deg) / 8) = 0.55 m; farther, the hottest pixel mixes face and
+    # background by an amount that depends on where the face falls on the pixel grid, and the
+    # reading scatters by up to a degree. Farther people are asked to come closer.
+    distance_max_m: float = 0.55
     # Once in range, a person leaves it only past the limits widened by this much.
     distance_hysteresis_m: float = 0.03
 

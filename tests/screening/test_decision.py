@@ -62,14 +62,18 @@ def far_window(estimate_c: float, distance_m: float = 0.75) -> list[FrameMeasure
 
 
 def test_a_far_face_needs_a_wider_margin_to_be_called_normal() -> None:
-    assert estimate_window(far_window(37.6), S).estimate_c == pytest.approx(37.6, abs=1e-6)
+    # A site that widened the window to 0.8 m: far faces are measured, with a wider margin.
+    wide = dataclasses.replace(S, distance_max_m=0.8)
+    assert estimate_window(far_window(37.6), wide).estimate_c == pytest.approx(37.6, abs=1e-6)
     # The same reading: normal near, referred far, where the model's errors are larger.
-    assert decide(estimate_window(window(37.6), S), S).result == "normal"
-    assert decide(estimate_window(far_window(37.6), S), S).result == "elevated"
+    assert decide(estimate_window(window(37.6), wide), wide).result == "normal"
+    assert decide(estimate_window(far_window(37.6), wide), wide).result == "elevated"
     # With a retry band, a far reading well below the threshold still is not "normal".
-    banded = dataclasses.replace(S, normal_margin_sd=2.0)
+    banded = dataclasses.replace(wide, normal_margin_sd=2.0)
     assert decide(estimate_window(window(37.3), banded), banded).result == "normal"
     assert decide(estimate_window(far_window(37.3), banded), banded).result == "retry"
+    # With the default window the far face is not measured at all.
+    assert decide(estimate_window(far_window(37.6), S), S).reason == "distance"
 
 
 @pytest.mark.parametrize(

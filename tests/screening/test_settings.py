@@ -12,7 +12,7 @@ def test_defaults_are_valid_and_plain() -> None:
     assert s.threshold_c == 38.0
     assert s.max_plausible_c == 42.5
     assert s.sensor_warmup_s == 15.0
-    assert (s.distance_min_m, s.distance_max_m) == (0.3, 0.8)
+    assert (s.distance_min_m, s.distance_max_m) == (0.3, 0.55)
     assert s.unit == "C"
     # Time to a result at 10 fps: still detection plus the window stays well under 1.5 s.
     assert s.still_frames / 10.0 + s.window_s < 1.5
