@@ -93,7 +93,8 @@ async def allocate(port: int, username: str, password: str) -> tuple[str, int]:
 
 
 async def allocate_when_up(port: int, username: str, password: str) -> tuple[str, int]:
-    deadline = time.monotonic() + 15
+    # coturn can take a while to listen on a loaded CI machine: retry for up to a minute.
+    deadline = time.monotonic() + 60
     while True:
         try:
             return await asyncio.wait_for(allocate(port, username, password), 3)
