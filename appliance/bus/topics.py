@@ -130,6 +130,14 @@ class FeverAlert(Message):
     threshold_c: float
 
 
+class AlertAck(Message):
+    """alert.ack: a remote viewer acknowledged the fever alert with this seq (first one only)."""
+
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    by: Annotated[str, msgspec.Meta(max_length=64)]
+    wall_ts: float
+
+
 # --- camera and call ------------------------------------------------------------------------
 
 
@@ -283,6 +291,7 @@ _TOPICS = [
     TopicSpec("screening.state", ScreeningState, Delivery.STATE),
     TopicSpec("screening.result", ScreeningResult, Delivery.EVENT),
     TopicSpec("alert.fever", FeverAlert, Delivery.EVENT),
+    TopicSpec("alert.ack", AlertAck, Delivery.EVENT),
     TopicSpec("camera.h264", H264AccessUnit, Delivery.TELEMETRY, attachment=True),
     TopicSpec("camera.preview", FrameRingNotice, Delivery.TELEMETRY),
     TopicSpec("camera.status", CameraStatus, Delivery.STATE),

@@ -1,0 +1,117 @@
+"""A viewer's camera on the kiosk screen: decoded frames into a shared-memory ring.
+
+aiortc decodes the viewer's video (VP8 or H.264, whatever the browser sent); each frame is
+scaled to fit RING_WIDTH x RING_HEIGHT, keeping its shape (black bars), and written as
+"RGB888" (B, G, R in memory, like camera-preview) into the ring `call-remote-video` in the
+run directory. A `FrameRingNotice` on call.remote_video tells the screen; the pixels never
+ride the bus.
+
+The screen has one picture-in-picture, so one viewer is shown at a time: whoever started
+sending first keeps it until their frames stop for SOURCE_IDLE_S or they leave; then the
+next viewer sending takes over. Frames arrive at the browser's rate (the viewer page asks
+for 15 fps); the ring is written at most MAX_FPS times a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import av
+import numpy as np
+
+from appliance.bus.framering import FrameRingWriter, ring_path
+from appliance.bus.topics import FrameRingNotice
+from appliance.errors import StateError
+
+log = logging.getLogger(__name__)
+
+RING = "call-remote-video"
+RING_FORMAT = "RGB888"
+RING_WIDTH = 320
+RING_HEIGHT = 240
+SOURCE_IDLE_S = 2.0
+MAX_FPS = 15.0
+
+
+def fit(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
+    """The largest even size with the frame's aspect ratio inside the box."""
+    scale = min(box_w / width, box_h / height)
+    w = max(2, int(width * scale) // 2 * 2)
+    h = max(2, int(height * scale) // 2 * 2)
+    return min(w, box_w), min(h, box_h)
+
+
+def letterbox(frame: av.VideoFrame, box_w: int = RING_WIDTH, box_h: int = RING_HEIGHT) -> np.ndarray:
+    w, h = fit(frame.width, frame.height, box_w, box_h)
+    image = frame.reformat(width=w, height=h, format="bgr24").to_ndarray()
+    out = np.zeros((box_h, box_w, 3), np.uint8)
+    y, x = (box_h - h) // 2, (box_w - w) // 2
+    out[y : y + h, x : x + w] = image
+    return out
+
+
+class RemoteVideo:
+    def __init__(
+        self,
+        run_dir: str,
+        publish: Callable[[FrameRingNotice], object],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = ring_path(RING, run_dir)
+        self._publish = publish
+        self._clock = clock
+        self._ring: FrameRingWriter | None = None
+        self._failed = False
+        self.source: str | None = None
+        self._last_frame = 0.0
+        self._last_write = 0.0
+        self.frames = 0
+
+    def offer(self, viewer_id: str, frame: av.VideoFrame) -> None:
+        now = self._clock()
+        if self.source != viewer_id:
+            if self.source is not None and now - self._last_frame < SOURCE_IDLE_S:
+                return  # someone else holds the picture-in-picture
+            log.info("picture-in-picture: showing viewer %s", viewer_id)
+            self.source = viewer_id
+        self._last_frame = now
+        if now - self._last_write < 1.0 / MAX_FPS:
+            return
+        ring = self._open()
+        if ring is None:
+            return
+        self._last_write = now
+        seq = ring.write(letterbox(frame), now)
+        self.frames += 1
+        self._publish(
+            FrameRingNotice(
+                ring=RING,
+                frame_seq=seq,
+                width=RING_WIDTH,
+                height=RING_HEIGHT,
+                capture_ts=now,
+                generation=ring.layout.generation,
+            )
+        )
+
+    def viewer_left(self, viewer_id: str) -> None:
+        if self.source == viewer_id:
+            self.source = None
+
+    def _open(self) -> FrameRingWriter | None:
+        if self._ring is None and not self._failed:
+            try:
+                self._ring = FrameRingWriter.create(self.path, RING_WIDTH, RING_HEIGHT, RING_FORMAT, slots=4)
+            except StateError as exc:
+                # The call goes on without the picture-in-picture.
+                log.error("no ring for the viewer's video: %s", exc)
+                self._failed = True
+        return self._ring
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None

@@ -1,0 +1,203 @@
+"""The kiosk's WebSocket to the room service (appliance.room.protocol), kept up forever.
+
+    link = RoomLink(credentials, on_message)
+    rt.spawn(link.run(), "room")
+    await link.send(protocol.Offer(to=viewer_id, sdp=...))
+
+`credentials()` gives the room URL and the device token from pairing, or None while the kiosk
+is unpaired (then the link waits and asks again; `refresh()` cuts the wait short, and drops a
+connection made with credentials that changed). The device authenticates with
+`Authorization: Bearer <token>` on the upgrade. Every loss -- refused connection, dropped
+socket, missed heartbeat, the service restarting -- leads to a new attempt after an
+exponential backoff with full jitter (0.5 s doubling to 30 s), reset once a connection was
+welcomed. Messages are handed to `on_message` in order, one at a time; it must not block
+(the publisher queues per viewer). Malformed messages from the service are logged and dropped:
+a bug there must not take the kiosk's calls down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from appliance.room import protocol
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/api/v1/ws"
+HEARTBEAT_S = 15.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    room_url: str
+    token: str
+
+
+def ws_url(room_url: str) -> str:
+    """https://rooms.example.org[/prefix] -> wss://rooms.example.org[/prefix]/api/v1/ws"""
+    parts = urllib.parse.urlsplit(room_url)
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {room_url!r}")
+    path = parts.path.rstrip("/") + WS_PATH
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter (pure; `random` is a seam for tests)."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    current: float = 0.0
+    rand: Callable[[], float] = random.random
+
+    def next_delay(self) -> float:
+        self.current = self.initial if self.current == 0.0 else min(self.current * 2, self.maximum)
+        # Full jitter in [0.5, 1.5) of the step: kiosks that lost the service together (it
+        # restarted) come back spread out instead of in one burst.
+        return self.current * (0.5 + self.rand())
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+MessageHandler = Callable[[protocol.ToClient], None]
+CredentialSource = Callable[[], Awaitable[Credentials | None]]
+
+
+class RoomLink:
+    def __init__(
+        self,
+        credentials: CredentialSource,
+        on_message: MessageHandler,
+        *,
+        on_state: Callable[[bool], None] = lambda connected: None,
+        on_unauthorized: Callable[[], None] = lambda: None,
+        backoff: Backoff | None = None,
+        heartbeat: float = HEARTBEAT_S,
+    ) -> None:
+        self._credentials = credentials
+        self._on_message = on_message
+        self._on_state = on_state
+        self._on_unauthorized = on_unauthorized
+        self._wake = asyncio.Event()
+        self._closing: asyncio.Future[bool] | None = None
+        self.backoff = backoff or Backoff()
+        self.heartbeat = heartbeat
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.connected = False
+        self.connects = 0
+        self.last_error = ""
+
+    async def send(self, msg: protocol.Msg) -> bool:
+        """Send one message; False when there is no connection (the message is dropped: every
+        message the kiosk sends belongs to a call that a reconnect sets up afresh)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_str(protocol.encode(msg))
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            log.info("room: send failed (%s)", exc)
+            return False
+        return True
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                self._wake.clear()
+                creds = await self._credentials()
+                if creds is None:
+                    self._fail("not paired with a room yet")
+                else:
+                    await self._session(session, creds)
+                if not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.backoff.next_delay())
+
+    def refresh(self) -> None:
+        """The credentials changed (paired, unpaired, re-paired): drop the connection, if any,
+        and connect again with the new ones at once rather than after the backoff."""
+        self.backoff.reset()
+        self._wake.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            self._closing = asyncio.ensure_future(ws.close(code=1000, message=b"credentials changed"))
+
+    async def _session(self, session: aiohttp.ClientSession, creds: Credentials) -> None:
+        try:
+            url = ws_url(creds.room_url)
+        except ValueError as exc:
+            self._fail(f"bad room URL: {exc}")
+            return
+        try:
+            ws = await session.ws_connect(
+                url,
+                headers={"Authorization": f"Bearer {creds.token}"},
+                heartbeat=self.heartbeat,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                max_msg_size=protocol.MAX_MESSAGE_BYTES,
+                autoping=True,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                self._fail(f"cannot connect to {url}: the room service refused the device token")
+                self._on_unauthorized()  # pairing checks the token and forgets it if revoked
+            else:
+                self._fail(f"cannot connect to {url}: {exc}")
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._fail(f"cannot connect to {url}: {exc or type(exc).__name__}")
+            return
+        self._ws = ws
+        self.connects += 1
+        log.info("room: connected to %s", url)
+        try:
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._dispatch(message.data)
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.info("room: connection error: %s", exc)
+        finally:
+            self._ws = None
+            await ws.close()
+            code = ws.close_code
+            if self.connected:
+                self.connected = False
+                self._on_state(False)
+            self._fail(f"connection to {url} lost (close code {code})")
+
+    def _dispatch(self, data: str) -> None:
+        try:
+            msg = protocol.decode_to_client(data)
+        except protocol.ProtocolError as exc:
+            log.warning("room: dropped a malformed message from the service (%s: %s)", exc.code, exc)
+            return
+        if isinstance(msg, protocol.Welcome):
+            self.backoff.reset()
+            self.last_error = ""
+            if not self.connected:
+                self.connected = True
+                self._on_state(True)
+        try:
+            self._on_message(msg)
+        except Exception:
+            # A bug handling one message must not drop the link and with it every call.
+            log.exception("room: error handling %s", type(msg).__name__)
+
+    def _fail(self, reason: str) -> None:
+        if reason != self.last_error:
+            log.warning("room: %s; retrying with backoff", reason)
+        self.last_error = reason
