@@ -71,8 +71,16 @@ def setup_logging(name: str, level: int = logging.INFO) -> None:
 
 
 def notify(state: str) -> bool:
-    """sd_notify through systemd-python; a no-op returning False where NOTIFY_SOCKET is unset."""
-    return bool(sd_daemon.notify(state))
+    """sd_notify through systemd-python; a no-op returning False where NOTIFY_SOCKET is unset.
+
+    A notify socket that went away (a supervisor restarting, a test harness gone) is not the
+    daemon's failure: it keeps running, and says so once at debug level.
+    """
+    try:
+        return bool(sd_daemon.notify(state))
+    except OSError as exc:
+        log.debug("sd_notify(%s) failed: %s", state.split("=", 1)[0], exc)
+        return False
 
 
 def watchdog_interval() -> float | None:

@@ -157,3 +157,21 @@ def test_setup_logging_level_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_a_notify_socket_that_went_away_does_not_fail_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from appliance import runtime
+
+    path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    assert runtime.notify("READY=1") is True
+    assert listener.recv(64) == b"READY=1"
+    listener.close()
+    path.unlink()
+    assert runtime.notify("WATCHDOG=1") is False  # no exception: the daemon carries on
