@@ -193,7 +193,7 @@ async def test_settings_validated_written_atomically_comments_kept(rig: Rig, adm
         "screening.hysteresis_c": "0.2",
         "screening.units": "C",
         "screening.distance_min_m": "0.3",
-        "screening.distance_max_m": "0.8",
+        "screening.distance_max_m": "0.55",
         "screen.language": "en",
         "screen.sounds": "on",
         "gpio.relay": "",
