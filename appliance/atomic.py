@@ -9,28 +9,33 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: int = 0o644, *, text: bool = True) -> Iterator[IO[Any]]:
+    """A stream that becomes `path` only when the block ends normally; an exception leaves the
+    old file (or none) in place. For data written as it comes (a recording); atomic_write for
+    data already whole."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         # fdopen first, so the descriptor is closed on every path below.
-        fh = os.fdopen(fd, "wb")
+        stream: IO[Any] = os.fdopen(fd, "w", encoding="utf-8", newline="\n") if text else os.fdopen(fd, "wb")
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
         raise
     try:
         # mkstemp creates 0600; set the final mode before any secret byte lands on disk.
-        with fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with stream:
+            os.fchmod(stream.fileno(), mode)
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -41,3 +46,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_open(path, mode, text=False) as fh:
+        fh.write(payload)

@@ -178,17 +178,15 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, apply_env: bool = True) -> AppConfig:
-    """Load and validate the config file; a missing default file means all defaults."""
-    file = config_path(path)
-    explicit = path is not None or "APPLIANCE_CONFIG" in os.environ
-    data: AnyDict = {}
+def read_toml(file: Path, *, required: bool) -> AnyDict:
+    """A config file's table; {} for a missing file that was not asked for by name."""
     try:
         with open(file, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        if explicit:
+        if required:
             raise ConfigError(str(file), "", "file not found") from None
+        return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -197,6 +195,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *, apply_env: bool =
         ) from None
     except OSError as exc:
         raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, apply_env: bool = True) -> AppConfig:
+    """Load and validate the config file; a missing default file means all defaults."""
+    file = config_path(path)
+    data = read_toml(file, required=path is not None or "APPLIANCE_CONFIG" in os.environ)
     config = parse_config(data, str(file))
     return with_env_overrides(config) if apply_env else config
 

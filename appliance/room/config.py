@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from appliance.config import read_toml
 from appliance.errors import ConfigError
 
 DEFAULT_ROOM_CONFIG_PATH = Path("/etc/appliance/room.toml")
@@ -139,20 +139,7 @@ def _private(path: Path) -> bool:
 def load_room_config(path: str | os.PathLike[str] | None = None) -> RoomConfig:
     """Load and validate; a missing default file means all defaults."""
     file = room_config_path(path)
-    explicit = path is not None or ENV_ROOM_CONFIG in os.environ
-    data: dict[str, Any] = {}
-    try:
-        with open(file, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(str(file), "", "file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(file), "", f"not valid TOML: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from None
+    data = read_toml(file, required=path is not None or ENV_ROOM_CONFIG in os.environ)
     config = parse_room_config(data, str(file))
     if config.turn.secret is not None and not _private(file):
         raise ConfigError(str(file), "turn.secret", "the file holds a secret: make it mode 0600")

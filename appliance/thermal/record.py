@@ -23,18 +23,16 @@ import contextlib
 import errno
 import logging
 import math
-import os
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from appliance.atomic import atomic_open
 from appliance.bus.client import BusClient, Received, Subscription
 from appliance.bus.topics import Health, ThermalFrame, ThermalStatus
 from appliance.config import load_config
@@ -63,32 +61,9 @@ class Summary:
 # -- the file -------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_stream(path: Path) -> Iterator[IO[str]]:
-    """A text stream that becomes `path` only when the block ends normally (fsync, rename, fsync dir)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        stream = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    try:
-        with stream:
-            os.fchmod(stream.fileno(), 0o644)  # mkstemp makes 0600; a recording is not a secret
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def atomic_stream(path: Path) -> contextlib.AbstractContextManager[IO[str]]:
+    """A text stream that becomes `path` only when the block ends normally (a recording is not a secret)."""
+    return atomic_open(path, 0o644, text=True)
 
 
 # -- the bus --------------------------------------------------------------------------------------------
