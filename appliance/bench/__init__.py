@@ -21,6 +21,7 @@ SUITES: dict[str, str] = {
     "video": "appliance.bench.video:bench_video",
     "room": "appliance.bench.room:bench_room",
     "screen": "appliance.bench.screen:bench_screen",
+    "system": "appliance.bench.system:bench_system",
 }
 
 

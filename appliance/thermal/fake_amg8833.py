@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 FRAME_PERIOD_S = 0.1  # the chip's internal sampling period, whatever the output rate
 _CATCH_UP_FRAMES = 20  # after a long gap, simulate only this many internal samples (enough for 1 fps)
 _OUT_OF_RANGE_RAW = 0x7FF  # the ADC rail: 511.75 °C, what a saturated or broken pixel reads
+# The transaction and register-write logs keep the most recent entries only: tests look at the
+# last few, and the sim backend runs the fake for weeks (a full log grew 10 MB an hour).
+LOG_KEEP = 10_000
+
+
+def _keep_recent(entries: list[Any]) -> None:
+    if len(entries) > 2 * LOG_KEEP:
+        del entries[:-LOG_KEEP]
 
 
 class Scene(Protocol):
@@ -319,6 +327,7 @@ class FakeAMG8833:
 
     def _write_register(self, address: int, value: int) -> None:
         self.register_writes.append((address, value))
+        _keep_recent(self.register_writes)
         if address == reg.RST:
             if value == reg.RST_INITIAL:
                 self._initial_reset()
@@ -395,6 +404,7 @@ class FakeI2C:
     ) -> None:
         data = bytes(buffer[start:end])
         self.log.append(Transaction("write", address, data, 0))
+        _keep_recent(self.log)
         self._device(address).write(data)
 
     def readfrom_into(
@@ -402,6 +412,7 @@ class FakeI2C:
     ) -> None:
         end = len(buffer) if end is None else end
         self.log.append(Transaction("read", address, b"", end - start))
+        _keep_recent(self.log)
         buffer[start:end] = self._device(address).read(end - start)
 
     def writeto_then_readfrom(
@@ -419,6 +430,7 @@ class FakeI2C:
         data = bytes(buffer_out[out_start:out_end])
         in_end = len(buffer_in) if in_end is None else in_end
         self.log.append(Transaction("write_read", address, data, in_end - in_start))
+        _keep_recent(self.log)
         device = self._device(address)
         device.write(data)
         buffer_in[in_start:in_end] = device.read(in_end - in_start)

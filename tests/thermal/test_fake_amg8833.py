@@ -293,3 +293,13 @@ def test_per_sensor_offset_is_seeded(make_rig: Any) -> None:
     assert a.device.offset_c == b.device.offset_c != c.device.offset_c
     assert abs(a.device.offset_c) <= 2.5  # datasheet accuracy
     np.testing.assert_array_equal(a.device.pixel_offsets_c, b.device.pixel_offsets_c)
+
+
+def test_the_transaction_log_keeps_only_recent_entries(exact_rig: Any) -> None:
+    from appliance.thermal import fake_amg8833
+
+    driver = exact_rig.driver()
+    for _ in range(2 * fake_amg8833.LOG_KEEP + 10):
+        driver.read_thermistor()
+    assert fake_amg8833.LOG_KEEP <= len(exact_rig.bus.log) <= 2 * fake_amg8833.LOG_KEEP
+    assert exact_rig.bus.log[-1].kind == "write_read"
