@@ -18,7 +18,9 @@ set_config "dtoverlay=vc4-kms-v3d"
 set_config "dtparam=audio=on"
 set_config "disable_splash=1"
 
-# cmdline.txt is one line: add each kernel argument once.
+# cmdline.txt is one line: add each kernel argument once. sed edits no line of an empty file,
+# so give a missing or empty one its line first (pi-gen's stage1 writes it; a bare rootfs has none).
+[ -s "${FW}/cmdline.txt" ] || echo >"${FW}/cmdline.txt"
 for arg in consoleblank=0 quiet loglevel=3 logo.nologo vt.global_cursor_default=0; do
 	grep -qw -- "${arg}" "${FW}/cmdline.txt" || sed -i "1 s/\$/ ${arg}/" "${FW}/cmdline.txt"
 done
