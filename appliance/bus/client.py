@@ -477,6 +477,7 @@ class BusClient:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
                 self._send(frame)
+                self._flush()  # a request waits on its reply: no corking (earlier frames go first)
                 self._sent[rid] = frame
                 payload = await fut
         except TimeoutError:
@@ -515,6 +516,7 @@ class BusClient:
                 info = ErrorInfo(type(exc).__name__, str(exc)[:1000])
                 reply = encode_frame("err", env.topic, _encoder.encode(info), seq=env.seq)
         self._send(reply)
+        self._flush()  # someone is waiting on this reply
 
     # --- input ------------------------------------------------------------------------------
 
