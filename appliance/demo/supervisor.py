@@ -144,6 +144,9 @@ class Supervisor:
     def __init__(self, workdir: Path, names: list[str], *, headless: bool) -> None:
         self.workdir = workdir
         self.headless = headless
+        # `make demo` on a machine with no desktop session (a server, a container): the status
+        # screen draws off-screen instead of failing to take over a console it cannot have.
+        self.offscreen = headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
         self.state = workdir / "state"
         self.run = workdir / "run"
         self.logs = workdir / "logs"
@@ -169,7 +172,7 @@ class Supervisor:
         text = DEMO_CONFIG.format(
             state=self.state,
             run=self.run,
-            screen_driver="dummy" if self.headless else "auto",
+            screen_driver="dummy" if self.offscreen else "auto",
             setup_port=int(os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")),
             room_url=self.room_url,
         )
@@ -193,9 +196,10 @@ class Supervisor:
             GPIOZERO_PIN_FACTORY="mock",
             PYTHONUNBUFFERED="1",
         )
-        if self.headless:
+        if self.offscreen:
             env["SDL_VIDEODRIVER"] = "dummy"
-            env["SDL_AUDIODRIVER"] = "dummy"
+        if self.headless or not Path("/dev/snd").exists():
+            env["SDL_AUDIODRIVER"] = "dummy"  # no sound card: silence, not ALSA's complaints
         return env
 
     async def spawn(self, child: Child) -> None:
@@ -405,6 +409,8 @@ async def _demo(workdir: Path, headless: bool, duration: float | None, report: s
     print(f"appliance demo: running {', '.join(sup.children)} (work dir {workdir})", flush=True)
     if missing:
         print(f"  not in this build yet: {', '.join(missing)}", flush=True)
+    if sup.offscreen and not headless:
+        print("  no desktop session (DISPLAY unset): the status screen draws off-screen", flush=True)
     await sup.start()
     for line in sup.urls():
         print(line, flush=True)
