@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from appliance.bench import SUITES
 from appliance.bench.system import Sample, daemon_pids, sample_process, soak_figures
@@ -48,7 +49,12 @@ def test_children_found_by_parent_and_daemon_name() -> None:
     try:
         pids = daemon_pids(os.getpid())
         assert pids.get("thermal") == child.pid
+        # Right after fork the child is still exec'ing the interpreter: wait until it has loaded.
+        deadline = time.monotonic() + 20
         got = sample_process(child.pid)
+        while got is not None and got["rss_mb"] <= 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = sample_process(child.pid)
         assert got is not None and got["rss_mb"] > 1 and got["threads"] >= 1
         assert got["fds"] >= 3 and got["nonfile_fds"] >= 0
     finally:
