@@ -47,10 +47,14 @@ def test_children_found_by_parent_and_daemon_name() -> None:
         [sys.executable, "-c", "import sys, time; time.sleep(30)", "-m", "appliance", "run", "thermal"]
     )
     try:
-        pids = daemon_pids(os.getpid())
-        assert pids.get("thermal") == child.pid
-        # Right after fork the child is still exec'ing the interpreter: wait until it has loaded.
+        # Right after fork the child still has our command line, then execs the interpreter and
+        # loads it: wait for both before looking.
         deadline = time.monotonic() + 20
+        pids = daemon_pids(os.getpid())
+        while pids.get("thermal") != child.pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = daemon_pids(os.getpid())
+        assert pids.get("thermal") == child.pid
         got = sample_process(child.pid)
         while got is not None and got["rss_mb"] <= 1 and time.monotonic() < deadline:
             time.sleep(0.05)
