@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -34,9 +35,9 @@ def free_udp_port() -> int:
         return port
 
 
-@pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
-    """A coturn on 127.0.0.1 with use-auth-secret; yields (port, secret)."""
+@contextlib.contextmanager
+def run_coturn(tmp_path: Path, *extra: str) -> Iterator[tuple[int, str]]:
+    """A coturn on 127.0.0.1 with use-auth-secret and any extra config lines; yields (port, secret)."""
     secret = secrets.token_hex(24)
     port = free_udp_port()
     conf = tmp_path / "turnserver.conf"
@@ -51,6 +52,7 @@ def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
                 "use-auth-secret",
                 f"static-auth-secret={secret}",
                 "realm=appliance.test",
+                *extra,
                 "no-tls",
                 "no-dtls",
                 "no-cli",
@@ -77,6 +79,12 @@ def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    with run_coturn(tmp_path) as server:
+        yield server
 
 
 class Quiet(asyncio.DatagramProtocol):

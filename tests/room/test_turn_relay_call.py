@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from appliance.publisher.signaling import Credentials
 from appliance.room.config import turn_secret
 
 from .helpers import Browser, pair_device, room_config, running_room
-from .test_turn import TURNSERVER, allocate_when_up, free_udp_port
+from .test_turn import TURNSERVER, allocate_when_up, run_coturn
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -101,49 +99,9 @@ async () => {
 
 @pytest.fixture
 def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
-    """coturn on 127.0.0.1 with use-auth-secret, relaying on 127.0.0.1; yields (port, secret).
-    Loopback peers are allowed: both ends of this call have relay addresses on 127.0.0.1."""
-    secret = secrets.token_hex(24)
-    port = free_udp_port()
-    conf = tmp_path / "turnserver.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "listening-ip=127.0.0.1",
-                "relay-ip=127.0.0.1",
-                f"listening-port={port}",
-                "min-port=49152",
-                "max-port=65535",
-                "use-auth-secret",
-                f"static-auth-secret={secret}",
-                "realm=appliance.test",
-                "allow-loopback-peers",
-                "no-tls",
-                "no-dtls",
-                "no-cli",
-                "fingerprint",
-                f"pidfile={tmp_path / 'turn.pid'}",
-                f"userdb={tmp_path / 'turndb'}",
-                f"log-file={tmp_path / 'turn.log'}",
-                "simple-log",
-            ]
-        )
-        + "\n"
-    )
-    conf.chmod(0o600)
-    assert TURNSERVER is not None
-    proc = subprocess.Popen(
-        [TURNSERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield port, secret
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """test_turn's coturn, allowed to relay to peers on this host (the kiosk is one)."""
+    with run_coturn(tmp_path, "allow-loopback-peers") as server:
+        yield server
 
 
 @pytest.fixture
