@@ -135,6 +135,7 @@ class Machine:
 
     def _boot_script(self) -> str:
         site = sysconfig.get_paths()["purelib"]
+        _let_others_traverse(REPO, Path(site))
         m = self.workdir / "merged"
         q = shlex.quote
         overlay = f"lowerdir={self.layer}:{self.rootfs},upperdir={self.upper},workdir={self.workdir / 'work'}"
@@ -334,3 +335,20 @@ exec /usr/bin/env -i container=appliance-test /lib/systemd/systemd --log-level=i
 
     def journal(self, *args: str) -> str:
         return self.run(["journalctl", "--no-pager", *args], check=False).stdout
+
+
+def _let_others_traverse(repo: Path, site: Path) -> None:
+    """The daemons run as the `appliance` user and read the repository and the venv through
+    read-only bind mounts, which keep the directories' modes. A checkout in a 0700 directory
+    (mktemp -d) would hide them, so give others read and search on the repository's own
+    directories down to the site-packages; files keep their modes, nothing else changes."""
+    dirs = [repo]
+    if site.is_relative_to(repo):
+        part = repo
+        for name in site.relative_to(repo).parts:
+            part = part / name
+            dirs.append(part)
+    for d in dirs:
+        mode = d.stat().st_mode & 0o7777
+        if mode & 0o005 != 0o005:
+            d.chmod(mode | 0o005)
