@@ -97,7 +97,8 @@ async def _capture(device: str, seconds: float) -> np.ndarray:
     try:
         chunks = []
         for _ in range(int(seconds * SAMPLE_RATE) // FRAME_SAMPLES):
-            frame = await asyncio.wait_for(mic.read(), 2.0)
+            async with asyncio.timeout(2.0):
+                frame = await mic.read()
             assert (frame.samples, frame.sample_rate, frame.layout.name) == (
                 FRAME_SAMPLES,
                 SAMPLE_RATE,
@@ -115,11 +116,13 @@ async def test_the_microphone_feeds_opus_in_real_time(microphone: str) -> None:
     track.listen(True)
     loop = asyncio.get_running_loop()
     try:
-        first = await asyncio.wait_for(track.recv(), 5.0)
+        async with asyncio.timeout(5.0):
+            first = await track.recv()
         start = loop.time()
         pts = [first.pts]
         for _ in range(50):  # two seconds
-            packet = await asyncio.wait_for(track.recv(), 2.0)
+            async with asyncio.timeout(2.0):
+                packet = await track.recv()
             pts.append(packet.pts)
         elapsed = loop.time() - start
     finally:

@@ -160,7 +160,8 @@ async def run_cli(*args: str) -> tuple[int, str]:
         sys.executable, "-m", "appliance", "doctor", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 

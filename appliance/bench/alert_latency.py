@@ -167,7 +167,8 @@ class DaemonProcess:
             if self.proc.returncode is None:
                 self.proc.terminate()
             try:
-                code = await asyncio.wait_for(self.proc.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    code = await self.proc.wait()
             except TimeoutError:
                 self.proc.kill()
                 code = await self.proc.wait()
@@ -381,7 +382,8 @@ async def _run(people: int, speedup: float, workdir: Path, nice: int) -> dict[st
             preexec_fn=_niceness(nice),
         )
         assert subscriber.stdout is not None
-        first = await asyncio.wait_for(subscriber.stdout.readline(), 30)
+        async with asyncio.timeout(30):
+            first = await subscriber.stdout.readline()
         if not first or not json.loads(first).get("ready"):
             raise RuntimeError("the subscriber did not start")
         received: list[dict[str, Any]] = []

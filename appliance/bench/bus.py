@@ -210,7 +210,8 @@ def _baseline_subscriber(path: str, n: int, ready: Event, out: Any) -> None:
         transport, proto = await loop.create_unix_connection(lambda: _Counter(n, done), path)
         ready.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done, 120)
+            async with asyncio.timeout(120):
+                await done
         out.put({"count": proto.count, "elapsed": proto.last - proto.first})
         transport.close()
 

@@ -152,7 +152,8 @@ async def _load(
                 viewer.ws = await session.ws_connect(f"{ws_url}?session={token}")
                 viewers.append(viewer)
                 tasks.append(asyncio.create_task(_viewer_reader(viewer)))
-        await asyncio.wait_for(asyncio.gather(*(v.offered.wait() for v in viewers)), 60)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(v.offered.wait() for v in viewers))
         ready.put(None)
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         devices_at_start = up[0]

@@ -348,7 +348,8 @@ def _viewers_process(base: str, invite: str, counts: list[int], listen: bool, cm
             while len(closers) < count:
                 closers.append(await _viewer(base, invite, frames, counting, all_seen, listen))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_seen.wait(), 30)
+                async with asyncio.timeout(30):
+                    await all_seen.wait()
             out.put(("ready", list(frames)))
             await loop.run_in_executor(None, cmd.get)  # go
             for i in range(len(frames)):

@@ -109,7 +109,8 @@ class Subscription:
         return item
 
     async def get(self, timeout: float | None = None) -> Received:
-        return await asyncio.wait_for(self.__anext__(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self.__anext__()
 
     def close(self) -> None:
         if self.closed:
@@ -236,7 +237,8 @@ class BusClient:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise NotConnected(f"no bus at {self.path} after {timeout} s") from None
 

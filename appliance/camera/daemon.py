@@ -159,7 +159,8 @@ class CameraService:
         try:
             start = asyncio.ensure_future(asyncio.to_thread(backend.start, outlet))
             try:
-                await asyncio.wait_for(asyncio.shield(start), START_TIMEOUT_S)
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await asyncio.shield(start)
             except TimeoutError:
                 start.add_done_callback(lambda f: f.cancelled() or f.exception())
                 return "fault", f"the camera did not start within {START_TIMEOUT_S:g} s"
@@ -184,7 +185,8 @@ class CameraService:
     async def _stop_backend(self, backend: Backend) -> None:
         stop = asyncio.ensure_future(asyncio.to_thread(backend.stop))
         try:
-            await asyncio.wait_for(asyncio.shield(stop), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await asyncio.shield(stop)
         except TimeoutError:
             # A driver call that never returns leaves the camera in an unknown state that only
             # a new process clears; systemd (or the demo supervisor) restarts this daemon.
@@ -275,7 +277,8 @@ async def main(rt: Runtime) -> None:
     # READY means the daemon is up and has tried the camera once, whatever came of it: a
     # kiosk without a camera is degraded, not down.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(service.first_attempt.wait(), START_TIMEOUT_S + STOP_TIMEOUT_S)
+        async with asyncio.timeout(START_TIMEOUT_S + STOP_TIMEOUT_S):
+            await service.first_attempt.wait()
     rt.ready(service.status_text)
     if service.state in ("fault", "absent"):
         rt.status(service.status_text, degraded=True)

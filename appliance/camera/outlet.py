@@ -135,7 +135,8 @@ class Outlet:
     async def wait(self, timeout: float) -> None:
         """Until there is something to take, or timeout seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
     def take(self) -> Batch:
         self._event.clear()

@@ -282,11 +282,13 @@ class Supervisor:
                 # Everyone else needs the socket; the clients would retry, but starting them
                 # after the bus is ready keeps the demo's time-to-ready figures meaningful.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(child.ready.wait(), 10)
+                    async with asyncio.timeout(10):
+                        await child.ready.wait()
                 self.spawn_task(self.count_topics(), "topics")
             elif name == "room":
                 try:
-                    await asyncio.wait_for(child.ready.wait(), ROOM_READY_S)
+                    async with asyncio.timeout(ROOM_READY_S):
+                        await child.ready.wait()
                 except TimeoutError:
                     self.room_lines.append("  kiosk:        not paired: the room service did not start")
                 else:
@@ -333,9 +335,8 @@ class Supervisor:
                 Devices(conn).decide(code, room_id, admin.id, time.time())
 
         try:
-            creds = await asyncio.wait_for(
-                Pairing(config, on_status=approve).pair_once(self.room_url), PAIR_TIMEOUT_S
-            )
+            async with asyncio.timeout(PAIR_TIMEOUT_S):
+                creds = await Pairing(config, on_status=approve).pair_once(self.room_url)
         except (TimeoutError, PairingRefused, ApplianceError, OSError) as exc:
             log.error("pairing the demo kiosk failed: %s", exc or type(exc).__name__)
             self.room_lines.append(f"  kiosk:        not paired ({exc or type(exc).__name__})")
@@ -358,7 +359,8 @@ class Supervisor:
                 continue
             running.proc.terminate()
             try:
-                await asyncio.wait_for(running.proc.wait(), STOP_TIMEOUT_S)
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await running.proc.wait()
             except TimeoutError:
                 log.error("%s did not stop within %.0f s; killing it", name, STOP_TIMEOUT_S)
                 running.proc.kill()
@@ -416,7 +418,8 @@ async def _demo(workdir: Path, headless: bool, duration: float | None, report: s
         print(line, flush=True)
     print("  Ctrl-C stops everything." if duration is None else f"  running for {duration:.0f} s", flush=True)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sup.stopping.wait(), duration)
+        async with asyncio.timeout(duration):
+            await sup.stopping.wait()
     await sup.stop()
     summary = sup.report()
     if report:

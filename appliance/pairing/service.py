@@ -225,7 +225,8 @@ class Pairing:
                 return False
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
         return True
 
     async def _idle(self, gen: int) -> None:

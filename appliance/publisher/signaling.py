@@ -123,7 +123,8 @@ class RoomLink:
                     await self._session(session, creds)
                 if not self._wake.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.backoff.next_delay())
+                        async with asyncio.timeout(self.backoff.next_delay()):
+                            await self._wake.wait()
 
     def refresh(self) -> None:
         """The credentials changed (paired, unpaired, re-paired): drop the connection, if any,

@@ -82,7 +82,8 @@ class WsPeer:
         code, reason = self.closing
         # Bounded: if the client never answers the close, aiohttp drops the connection.
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(code=code, message=reason.encode()[:120])
 
     async def _write(self) -> None:
         await self._open.wait()

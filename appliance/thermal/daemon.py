@@ -219,7 +219,8 @@ class ThermalSampler:
         timeout = self.next_poll - self.clock()
         if timeout > 0 and not self.edge.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.edge.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.edge.wait()
         if self.edge.is_set():
             self.edge.clear()
             await self._on_interrupt()

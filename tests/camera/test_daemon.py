@@ -39,7 +39,8 @@ class CameraProcess:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), 10)
+            async with asyncio.timeout(10):
+                return await self.proc.wait()
         finally:
             if self.proc.returncode is None:
                 self.proc.kill()

@@ -168,7 +168,8 @@ async def test_a_camera_that_hangs_on_stop_ends_the_service(
     backend.then = "hang"
     service = CameraService(bus, config(), ring=None, backend_factory=lambda: backend, stall_s=0.3)
     try:
-        await asyncio.wait_for(service.run(), 10)  # returns: the runtime then exits to be restarted
+        async with asyncio.timeout(10):
+            await service.run()
         assert service.hung and service.state == "fault"
     finally:
         backend.unblock.set()

@@ -290,7 +290,8 @@ async def test_appliance_pair_from_a_shell(rig: Rig) -> None:
                     break
         page = await rig.admin.activate(m.group(1), rig.room_id)
         assert "Kiosk paired" in page.text
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()

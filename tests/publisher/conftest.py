@@ -75,7 +75,8 @@ async def camera(run_dir: Path, bus_factory: Callable[[str], Awaitable[BusClient
     cam = Camera(service)
     bus.serve("camera.keyframe", cam.keyframe)
     task = asyncio.ensure_future(service.run())
-    await asyncio.wait_for(service.first_attempt.wait(), 20)
+    async with asyncio.timeout(20):
+        await service.first_attempt.wait()
     assert service.state == "ok", service.status_line
     yield cam
     task.cancel()

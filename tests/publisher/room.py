@@ -217,4 +217,5 @@ class RoomServer:
             await device.ws.send_str(p.encode(out))
 
     async def wait_device(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._device_online.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._device_online.wait()

@@ -67,7 +67,8 @@ class Daemon:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), 15)
+            async with asyncio.timeout(15):
+                return await self.proc.wait()
         finally:
             if self.proc.returncode is None:
                 self.proc.kill()

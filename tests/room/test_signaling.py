@@ -317,7 +317,8 @@ async def test_a_client_that_stops_reading_is_cut_off() -> None:
     for n in range(SEND_QUEUE + 5):
         peer.send(f"message {n}")
         await asyncio.sleep(0)
-    await asyncio.wait_for(peer.finish(), 2)
+    async with asyncio.timeout(2):
+        await peer.finish()
     assert sock.sends == 1  # stuck in the first
     assert sock.closed_with is not None and sock.closed_with[0] == 1008
     assert b"too slow" in sock.closed_with[1]

@@ -105,7 +105,8 @@ async def allocate_when_up(port: int, username: str, password: str) -> tuple[str
     deadline = time.monotonic() + 60
     while True:
         try:
-            return await asyncio.wait_for(allocate(port, username, password), 3)
+            async with asyncio.timeout(3):
+                return await allocate(port, username, password)
         except (TimeoutError, ConnectionRefusedError, stun.TransactionTimeout):
             if time.monotonic() > deadline:
                 raise

@@ -187,7 +187,8 @@ async def test_a_call_relayed_by_coturn_with_ice_transport_policy_relay(
             )
             camera_bus.serve("camera.keyframe", camera.keyframe)
             spawn(camera.run(), "camera")
-            await asyncio.wait_for(camera.first_attempt.wait(), 20)
+            async with asyncio.timeout(20):
+                await camera.first_attempt.wait()
             assert camera.state == "ok", camera.status_line
 
             kiosk_config = parse_config(

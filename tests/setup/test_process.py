@@ -49,7 +49,8 @@ async def test_setup_daemon_process(run_dir: Path) -> None:
                         break
         finally:
             proc.terminate()
-            code = await asyncio.wait_for(proc.wait(), 15)
+            async with asyncio.timeout(15):
+                code = await proc.wait()
             notify.close()
             await broker.stop()
             broker.notify.close()

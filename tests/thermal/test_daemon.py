@@ -145,7 +145,8 @@ class Rig:
     async def stop(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 10)
+        async with asyncio.timeout(10):
+            return await self.proc.wait()
 
     def frames_between(self, start: float, end: float) -> list[tuple[float, ThermalFrame]]:
         return [(ts - self.epoch, f) for ts, f in self.seen.frames() if start <= ts - self.epoch < end]
@@ -318,7 +319,8 @@ async def test_bad_sim_config_stops_the_daemon_with_the_key_named(rig: Rig) -> N
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "appliance", "run", "thermal", env=env, stderr=asyncio.subprocess.PIPE
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
     assert proc.returncode == 1
     assert b"missing.toml" in err and b"cannot start" in err
 
@@ -383,7 +385,8 @@ async def test_int_edge_from_gpiozeros_thread_becomes_thermal_interrupt(rig: Rig
         scene.field_c = hot
         clock.advance(1.0)
         await sampler.io(device.tick)  # the chip's next 1 fps frame, on the I2C thread
-        await asyncio.wait_for(sampler.edge.wait(), 2)
+        async with asyncio.timeout(2):
+            await sampler.edge.wait()
         assert callers == ["thermal-i2c_0"]  # gpiozero called back on the thread that drove the pin
 
         await sampler._cycle()  # the loop serves the edge
