@@ -35,6 +35,11 @@ from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 
+HealthState = Literal["starting", "ready", "degraded", "stopping"]
+# health.<daemon> again every so often, unchanged or not: the setup page sees the daemon is
+# alive, and a soak follows its asyncio task count without a request per daemon.
+HEALTH_HEARTBEAT_S = 10.0
+
 Main = Callable[["Runtime"], Awaitable[None]]
 
 
@@ -108,6 +113,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._status = ""
         self._degraded = False
+        self._state: HealthState = "starting"
 
     # --- parts ------------------------------------------------------------------------------
 
@@ -163,17 +169,29 @@ class Runtime:
             self.exit_code = code
         self.stopping.set()
 
-    def _publish_health(self, state: Literal["starting", "ready", "degraded", "stopping"]) -> None:
+    def _publish_health(self, state: HealthState | None = None) -> None:
+        if state is not None:
+            self._state = state
         if self.bus is None:
             return
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # no running loop: only in tests that drive a Runtime by hand
+            tasks = 0
         msg = Health(
             daemon=self.name,
-            state=state,
+            state=self._state,
             status=self._status[:4096],
             pid=os.getpid(),
             started_ts=self.started,
+            tasks=tasks,
         )
         self.bus.publish_nowait(f"health.{self.name}", msg)
+
+    async def _heartbeat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self._publish_health()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -205,6 +223,7 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
         loop.add_signal_handler(signal.SIGUSR2, _block_loop_forever)
     interval = watchdog_interval()
     watchdog = loop.create_task(rt._watchdog(interval)) if interval else None
+    heartbeat = loop.create_task(rt._heartbeat(HEALTH_HEARTBEAT_S))
     try:
         async with rt.stack:
             try:
@@ -219,6 +238,7 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
             log.info("stopping")
             await rt._shutdown()
     finally:
+        heartbeat.cancel()
         if watchdog is not None:
             watchdog.cancel()
     return rt.exit_code

@@ -175,3 +175,38 @@ def test_a_notify_socket_that_went_away_does_not_fail_the_daemon(
     listener.close()
     path.unlink()
     assert runtime.notify("WATCHDOG=1") is False  # no exception: the daemon carries on
+
+
+async def test_health_heartbeat_carries_the_task_count(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("appliance.runtime.HEALTH_HEARTBEAT_S", 0.1)
+    path = tmp_path_factory.mktemp("rt") / "bus.sock"
+    broker = Broker()
+    await broker.start(path)
+    config = replace(AppConfig(), bus={"socket": path})
+    release = asyncio.Event()
+
+    async def main(rt: Runtime) -> None:
+        await rt.connect_bus()
+        for i in range(5):
+            rt.spawn(release.wait(), f"waiter-{i}")
+        rt.ready("up")
+
+    try:
+        async with BusClient(path, "observer") as observer:
+            health = observer.subscribe("health.unit")
+            daemon = asyncio.create_task(_amain("unit", main, config))
+            counts = []
+            while len(counts) < 3:
+                msg = (await health.get(5)).msg
+                assert isinstance(msg, Health)
+                if msg.state == "ready":
+                    counts.append(msg.tasks)
+            # The heartbeat repeats the state it had (no new status) with the live task count:
+            # this test's own tasks, the daemon's five waiters and its heartbeat at least.
+            assert min(counts) >= 5 + 1
+            release.set()  # the waiters end: critical tasks ending stop the daemon with code 1
+            assert await daemon == 1
+    finally:
+        await broker.close()

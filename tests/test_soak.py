@@ -1,7 +1,8 @@
 """The soak (issue 8, section 4): the whole appliance for 120 s with two viewers, as
 `appliance bench system --quick` runs it: `appliance demo --headless`, every daemon with its
 simulated hardware, two aiortc viewers through the room service. No daemon restarts, every one
-is READY within 5 s, RSS does not grow by more than 5 % after warm-up and open fds stay flat.
+is READY within 5 s, RSS does not grow by more than 5 % after warm-up, and open fds and asyncio
+tasks stay flat.
 
 The resource budget (rss_total_mb <= 300) is a benchmark figure, reported by the bench, not
 asserted here.
@@ -22,6 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # text needs a new (size, bold), a bounded cache.
 NONFILE_FD_TOLERANCE = 1
 FD_TOLERANCE = 8
+# asyncio tasks: medians of three heartbeats at each end; a task per request in flight comes
+# and goes, a leaked task per viewer offer or per reconnect would not.
+TASK_TOLERANCE = 1
 
 
 def test_soak_two_viewers_120s(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +55,5 @@ def test_soak_two_viewers_120s(monkeypatch: pytest.MonkeyPatch) -> None:
         assert fds is not None and fds <= FD_TOLERANCE, name
         nonfile = result["soak_nonfile_fd_growth_per_daemon"][name]
         assert nonfile is not None and nonfile <= NONFILE_FD_TOLERANCE, name
+        tasks = result["soak_task_growth_per_daemon"][name]
+        assert tasks is not None and tasks <= TASK_TOLERANCE, name

@@ -24,7 +24,9 @@ WebSocket, an answer to the kiosk's offer, a join on the events channel.
                   cpu_share_per_daemon: utime + stime over the soak window / the window (1.0 is
                   one core busy).
 
-The daemons do not publish their asyncio task count; the thread count is sampled instead.
+                  asyncio tasks: every daemon's runtime republishes health.<daemon> every
+                  HEALTH_HEARTBEAT_S with its task count; the bench listens on the demo's bus
+                  and samples the latest count of each daemon's current pid beside its RSS.
 """
 
 from __future__ import annotations
@@ -132,10 +134,47 @@ class Sample:
         return sum(v[key] for n, v in self.procs.items() if with_room or n != ROOM)
 
 
-def take_sample(parent: int, t0: float) -> Sample:
+def take_sample(parent: int, t0: float, tasks: dict[int, int] | None = None) -> Sample:
+    """tasks: asyncio task counts by pid (from health heartbeats); a daemon whose current pid
+    has not been heard from yet has none in its sample."""
     pids = daemon_pids(parent)
     procs = {n: s for n, pid in pids.items() if (s := sample_process(pid)) is not None}
+    for name, proc in procs.items():
+        if tasks is not None and (count := tasks.get(pids[name])) is not None:
+            proc["tasks"] = count
     return Sample(round(time.monotonic() - t0, 1), pids, procs)
+
+
+class HealthWatch:
+    """The latest asyncio task count each daemon's runtime published, by pid."""
+
+    def __init__(self, bus_socket: Path) -> None:
+        self.bus_socket = bus_socket
+        self.tasks: dict[int, int] = {}
+        self._bus: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from appliance.bus.client import BusClient
+
+        self._bus = BusClient(self.bus_socket, "bench")
+        await self._bus.connect(30)
+        self._task = asyncio.ensure_future(self._listen())
+
+    async def _listen(self) -> None:
+        from appliance.bus.topics import Health
+
+        assert self._bus is not None
+        async for received in self._bus.subscribe("health.*"):
+            if isinstance(received.msg, Health):
+                self.tasks[received.msg.pid] = received.msg.tasks
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._bus is not None:
+            await self._bus.close()
 
 
 # --- the viewers ---------------------------------------------------------------------------------
@@ -375,11 +414,19 @@ def soak_figures(samples: list[Sample], names: list[str]) -> dict[str, Any]:
     fd_growth: dict[str, int | None] = {}
     nonfile_growth: dict[str, int | None] = {}  # sockets, pipes, event fds: what a leak leaves
     thread_growth: dict[str, int | None] = {}
+    task_growth: dict[str, float | None] = {}
     for name in names:
         same_pid = {s.pids.get(name) for s in samples} == {samples[0].pids.get(name)}
         if not same_pid or any(name not in s.procs for s in samples):
             rss_growth[name] = fd_growth[name] = nonfile_growth[name] = thread_growth[name] = None
+            task_growth[name] = None
             continue
+        head_tasks = [s.procs[name]["tasks"] for s in head if "tasks" in s.procs[name]]
+        tail_tasks = [s.procs[name]["tasks"] for s in tail if "tasks" in s.procs[name]]
+        # Medians of three: one sample taken while a request is in flight is not a trend.
+        task_growth[name] = (
+            _median_of(tail_tasks) - _median_of(head_tasks) if head_tasks and tail_tasks else None
+        )
         base = _median_of([s.procs[name]["rss_mb"] for s in head])
         last = _median_of([s.procs[name]["rss_mb"] for s in tail])
         rss_growth[name] = _growth_pct(base, last)
@@ -391,6 +438,8 @@ def soak_figures(samples: list[Sample], names: list[str]) -> dict[str, Any]:
     total_base = _median_of([s.total_rss() for s in head])
     total_last = _median_of([s.total_rss() for s in tail])
     fds = [v for v in fd_growth.values() if v is not None]
+    nonfile = [v for v in nonfile_growth.values() if v is not None]
+    tasks = [v for v in task_growth.values() if v is not None]
     return {
         "soak_rss_growth_pct": _growth_pct(total_base, total_last),
         "soak_rss_growth_pct_per_daemon": rss_growth,
@@ -399,7 +448,11 @@ def soak_figures(samples: list[Sample], names: list[str]) -> dict[str, Any]:
         "soak_fd_growth": sum(fds),
         "soak_fd_growth_per_daemon": fd_growth,
         "soak_nonfile_fd_growth_per_daemon": nonfile_growth,
+        "soak_nonfile_fd_growth": sum(nonfile),
         "soak_thread_growth_per_daemon": thread_growth,
+        # None when no daemon's count was heard (a demo of daemons without the heartbeat).
+        "soak_task_growth": sum(tasks) if tasks else None,
+        "soak_task_growth_per_daemon": task_growth,
     }
 
 
@@ -415,9 +468,11 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         t0 = time.monotonic()
         await demo.start()
         assert demo.proc is not None
+        watch = HealthWatch(demo.work / "demo" / "run" / "bus.sock")
         try:
             await demo.wait_started(STARTUP_TIMEOUT_S)
             started_s = round(time.monotonic() - t0, 1)
+            await watch.start()
             assert demo.viewer_link is not None
             base, _, invite = demo.viewer_link.partition("/view/")
 
@@ -428,7 +483,7 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
             await asyncio.sleep(one_viewer_warmup_s)
             one: list[Sample] = []
             for _ in range(5):
-                one.append(take_sample(demo.proc.pid, t0))
+                one.append(take_sample(demo.proc.pid, t0, watch.tasks))
                 await asyncio.sleep(2.0)
 
             # Two viewers: the soak.
@@ -436,12 +491,12 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
             await viewers[1].connect()
             await viewers[1].wait_video(VIEWER_VIDEO_TIMEOUT_S)
             soak_start = time.monotonic()
-            first = take_sample(demo.proc.pid, t0)
+            first = take_sample(demo.proc.pid, t0, watch.tasks)
             soak: list[Sample] = [first]
             frames_at_warmup: list[int] | None = None
             while (elapsed := time.monotonic() - soak_start) < soak_s:
                 await asyncio.sleep(min(interval_s, max(0.0, soak_s - elapsed)))
-                soak.append(take_sample(demo.proc.pid, t0))
+                soak.append(take_sample(demo.proc.pid, t0, watch.tasks))
                 if frames_at_warmup is None and soak[-1].t >= first.t + warmup_s:
                     frames_at_warmup = [v.frames for v in viewers]
             window_s = time.monotonic() - soak_start
@@ -452,6 +507,7 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         finally:
             for viewer in viewers:
                 await viewer.close()
+            await watch.close()
             report = await demo.stop()
 
     names = [n for n in demo.names if n in first.procs]
@@ -475,6 +531,9 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         "rss_per_daemon_mb": rss_one,
         "fds_per_daemon": {n: int(one[-1].procs[n]["fds"]) for n in names if n in one[-1].procs},
         "threads_per_daemon": {n: int(one[-1].procs[n]["threads"]) for n in names if n in one[-1].procs},
+        "tasks_per_daemon": {
+            n: int(one[-1].procs[n]["tasks"]) for n in names if "tasks" in one[-1].procs.get(n, {})
+        },
         "cpu_share_per_daemon": cpu_share,
         "cpu_share_kiosk_total": round(
             sum(v for n, v in cpu_share.items() if v is not None and n != ROOM), 4
@@ -497,7 +556,13 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         "rss_total_series_mb": [[s.t, round(s.total_rss(), 1)] for s in soak],
         "incidents": demo.incidents,
         "kiosk_daemons": kiosk,
-        "targets": {"rss_total_mb": "<= 300", "ready_all_s": "<= 5", "soak_rss_growth_pct": "<= 5"},
+        "targets": {
+            "rss_total_mb": "<= 300",
+            "ready_all_s": "<= 5",
+            "soak_rss_growth_pct": "<= 5",
+            "soak_nonfile_fd_growth": "<= 0",
+            "soak_task_growth": "<= 0",
+        },
     }
     return result
 

@@ -39,6 +39,9 @@ async def main(rt: Runtime) -> None:
         rt.stack.callback(_unlink, path)
         where = str(path)
     rt.stack.push_async_callback(broker.close)
+    # A client of its own broker, as every daemon is: health.bus (state, status, asyncio task
+    # count) like the others, for the setup page and the soak. It closes before the broker.
+    await rt.connect_bus(timeout=5.0)
     rt.spawn(_report(rt, broker), "stats")
     rt.ready(f"listening on {where}")
 

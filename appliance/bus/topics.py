@@ -40,13 +40,16 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z]
 
 
 class Health(Message):
-    """health.<daemon>: published by the daemon runtime on every state change."""
+    """health.<daemon>: published by the daemon runtime on every state change, and again every
+    HEALTH_HEARTBEAT_S (appliance.runtime) so a soak can follow the counts without asking.
+    tasks: asyncio tasks alive in the daemon's loop (a task leak grows it)."""
 
     daemon: Name
     state: Literal["starting", "ready", "degraded", "stopping"]
     pid: int
     started_ts: float
     status: Text = ""
+    tasks: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 # --- thermal --------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ class LiveState:
             hm = self.health.get(name)
             out[f"daemon.{name}.state"] = hm.state if hm is not None else "not heard from"
             if name == "bus" and hm is None:
-                # The broker publishes no health of its own: that we are connected is its health.
+                # No health.bus heard yet (an older broker, or just started): that we are
+                # connected is its health.
                 out["daemon.bus.state"] = "reachable" if bus_connected else "not reachable"
             out[f"daemon.{name}.status"] = hm.status if hm is not None else ""
             out[f"daemon.{name}.up"] = (

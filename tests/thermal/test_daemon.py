@@ -276,8 +276,11 @@ duration = 1.0
     assert "did not initialise" in faults_seen[0][1] or "I2C" in faults_seen[0][1]
     assert "stuck" in faults_seen[1][1]
     assert "outside" in faults_seen[2][1]
-    assert 4.9 <= faults_seen[1][0] <= 5.3  # stuck: the driver gives up after 5 frame periods (0.5 s)
-    assert 7.0 <= faults_seen[2][0] <= 7.3
+    # Stuck: the driver gives up after 5 frame periods (0.5 s); out of range: at the first bad
+    # frame. The upper bounds leave a few frame periods for a loaded machine's loop; what was
+    # published meanwhile is checked exactly below.
+    assert 4.9 <= faults_seen[1][0] <= 5.6
+    assert 7.0 <= faults_seen[2][0] <= 7.6
 
     # Nothing is published while the sensor is faulty: not the I2C outage, not the frozen frame (read
     # again and again until the driver calls it stuck), not the broken pixels.
