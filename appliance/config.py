@@ -6,146 +6,157 @@ names the file and the key instead of a setting silently ignored.
 
 Paths can be moved for development and tests by APPLIANCE_CONFIG (the file),
 APPLIANCE_STATE_DIR and APPLIANCE_RUN_DIR, which win over the file.
+
+The sections are msgspec Structs, not pydantic models: every kiosk daemon imports this module,
+and defining the first pydantic model costs a process ~15 MB of RSS. msgspec checks types and
+bounds when data is converted (parse_config), not when a section is constructed in Python.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta, field
 
 from appliance.errors import ConfigError
+from appliance.validate import Invalid, convert
 
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
 DAEMONS = ("bus", "camera", "thermal", "screening", "publisher", "screen", "setup", "room")
 
-
-def _pin_or_none(value: Any) -> Any:
-    # TOML has no null: "none" marks a part that is not fitted (no INT wire, no buzzer).
-    if isinstance(value, str) and value.strip().lower() == "none":
-        return None
-    return value
+# A BCM GPIO number, or "none" in the file for a part that is not fitted (see _none_pins).
+Pin = Annotated[int, Meta(ge=0, le=53)] | None
 
 
-# A BCM GPIO number, or "none" in the file for a part that is not fitted.
-Pin = Annotated[Annotated[int, Field(ge=0, le=53)] | None, BeforeValidator(_pin_or_none)]
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of the sections: frozen, and an unknown key is an error. Each section repeats
+    frozen=True (mypy takes a subclass as frozen only when it says so) and kw_only=True (which
+    msgspec does not inherit)."""
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PathsConfig(Section):
-    state_dir: Path = Field(Path("/var/lib/appliance"), description="credentials, events.db, calibration")
-    run_dir: Path = Field(Path("/run/appliance"), description="sockets and shared-memory rings")
-
-
-class BusConfig(Section):
-    socket: Path | None = Field(None, description="broker socket; default <run_dir>/bus.sock")
-    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    event_queue: int = Field(
-        4096, ge=16, le=1_000_000, description="events held for a paused consumer before it is cut off"
+class PathsConfig(Section, frozen=True, kw_only=True):
+    state_dir: Annotated[Path, Meta(description="credentials, events.db, calibration")] = Path(
+        "/var/lib/appliance"
     )
-    socket_mode: int = Field(0o660, ge=0, le=0o777)
-    allowed_uids: list[int] = Field(
-        default_factory=list, description="peers allowed besides root and the broker's own uid"
-    )
-    allowed_groups: list[str] = Field(default_factory=lambda: ["appliance"])
+    run_dir: Annotated[Path, Meta(description="sockets and shared-memory rings")] = Path("/run/appliance")
 
 
-class ThermalConfig(Section):
+class BusConfig(Section, frozen=True, kw_only=True):
+    socket: Annotated[Path | None, Meta(description="broker socket; default <run_dir>/bus.sock")] = None
+    max_frame_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    event_queue: Annotated[
+        int, Meta(ge=16, le=1_000_000, description="events held for a paused consumer before it is cut off")
+    ] = 4096
+    socket_mode: Annotated[int, Meta(ge=0, le=0o777)] = 0o660
+    allowed_uids: Annotated[
+        list[int], Meta(description="peers allowed besides root and the broker's own uid")
+    ] = field(default_factory=list)
+    allowed_groups: list[str] = field(default_factory=lambda: ["appliance"])
+
+
+class ThermalConfig(Section, frozen=True, kw_only=True):
     backend: Literal["amg8833", "sim"] = "amg8833"
-    i2c_bus: int = Field(1, ge=0, le=32)
+    i2c_bus: Annotated[int, Meta(ge=0, le=32)] = 1
     address: Literal[0x68, 0x69] = 0x69
-    int_pin: Pin = Field(4, description="BCM GPIO wired to the sensor's INT, or none")
+    int_pin: Annotated[Pin, Meta(description="BCM GPIO wired to the sensor's INT, or none")] = 4
     active_fps: Literal[10] = 10
     idle_fps: Literal[1, 10] = 1
-    idle_after_s: float = Field(10.0, gt=0, le=3600)
-    presence_delta_c: float = Field(3.0, gt=0, le=20, description="interrupt level above background")
+    idle_after_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    presence_delta_c: Annotated[float, Meta(gt=0, le=20, description="interrupt level above background")] = (
+        3.0
+    )
     moving_average: bool = False
-    warmup_s: float = Field(15.0, ge=0, le=120)
+    warmup_s: Annotated[float, Meta(ge=0, le=120)] = 15.0
 
 
-class ScreeningConfig(Section):
-    threshold_c: float = Field(38.0, ge=35.0, le=41.0)
-    hysteresis_c: float = Field(0.2, ge=0.0, le=1.0)
+class ScreeningConfig(Section, frozen=True, kw_only=True):
+    threshold_c: Annotated[float, Meta(ge=35.0, le=41.0)] = 38.0
+    hysteresis_c: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.2
     units: Literal["C", "F"] = "C"
-    distance_min_m: float = Field(0.3, gt=0, le=3)
-    distance_max_m: float = Field(0.55, gt=0, le=3)
-    system_warmup_s: float = Field(30.0, ge=0, le=3600)
-    retention_days: int = Field(30, ge=1, le=3650)
+    distance_min_m: Annotated[float, Meta(gt=0, le=3)] = 0.3
+    distance_max_m: Annotated[float, Meta(gt=0, le=3)] = 0.55
+    system_warmup_s: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    retention_days: Annotated[int, Meta(ge=1, le=3650)] = 30
 
 
-class GpioConfig(Section):
+class GpioConfig(Section, frozen=True, kw_only=True):
     pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
     green_led: Pin = 17
     red_led: Pin = 27
     buzzer: Pin = 22
     relay: Pin = None
     relay_enabled: bool = False
-    relay_open_s: float = Field(3.0, gt=0, le=60)
+    relay_open_s: Annotated[float, Meta(gt=0, le=60)] = 3.0
 
 
-class CameraConfig(Section):
+class CameraConfig(Section, frozen=True, kw_only=True):
     backend: Literal["picamera2", "v4l2", "sim"] = "picamera2"
     device: str = "/dev/video0"
-    width: int = Field(640, ge=160, le=1920)
-    height: int = Field(480, ge=120, le=1080)
-    fps: int = Field(30, ge=1, le=60)
-    bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000)
-    keyframe_interval_s: float = Field(1.0, gt=0, le=10)
+    width: Annotated[int, Meta(ge=160, le=1920)] = 640
+    height: Annotated[int, Meta(ge=120, le=1080)] = 480
+    fps: Annotated[int, Meta(ge=1, le=60)] = 30
+    bitrate: Annotated[int, Meta(ge=100_000, le=20_000_000)] = 1_500_000
+    keyframe_interval_s: Annotated[float, Meta(gt=0, le=10)] = 1.0
     rotation: Literal[0, 90, 180, 270] = 0
     hflip: bool = False
     vflip: bool = False
-    preview_width: int = Field(320, ge=80, le=1280)
-    preview_height: int = Field(240, ge=60, le=720)
+    preview_width: Annotated[int, Meta(ge=80, le=1280)] = 320
+    preview_height: Annotated[int, Meta(ge=60, le=720)] = 240
 
 
-class PublisherConfig(Section):
+class PublisherConfig(Section, frozen=True, kw_only=True):
     room_url: str | None = None
-    max_viewers: int = Field(4, ge=1, le=32)
+    max_viewers: Annotated[int, Meta(ge=1, le=32)] = 4
     audio_backend: Literal["alsa", "sim"] = "alsa"
-    mic_device: str = Field("default", min_length=1, description="ALSA capture device")
-    speaker_device: str = Field("default", min_length=1, description="ALSA playback device")
-    remote_video: bool = Field(True, description="show a viewer's camera on the kiosk screen")
+    mic_device: Annotated[str, Meta(min_length=1, description="ALSA capture device")] = "default"
+    speaker_device: Annotated[str, Meta(min_length=1, description="ALSA playback device")] = "default"
+    remote_video: Annotated[bool, Meta(description="show a viewer's camera on the kiosk screen")] = True
 
 
-class ScreenConfig(Section):
+class ScreenConfig(Section, frozen=True, kw_only=True):
     driver: Literal["auto", "kmsdrm", "x11", "wayland", "dummy"] = "auto"
-    width: int = Field(800, ge=320, le=3840)
-    height: int = Field(480, ge=240, le=2160)
+    width: Annotated[int, Meta(ge=320, le=3840)] = 800
+    height: Annotated[int, Meta(ge=240, le=2160)] = 480
     fullscreen: bool = True
     language: Literal["en", "de", "fr", "es"] = "en"
     sounds: bool = True
     hide_elevated_reading: bool = False
 
 
-class SetupConfig(Section):
+class SetupConfig(Section, frozen=True, kw_only=True):
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8080
     tls: bool = False
-    log_dir: Path | None = Field(None, description="daemon log files (<daemon>.log) shown off systemd")
+    log_dir: Annotated[Path | None, Meta(description="daemon log files (<daemon>.log) shown off systemd")] = (
+        None
+    )
 
 
-class SimConfig(Section):
-    scenario: str = Field("demo", description="a bundled scenario name or a path to a scenario file")
+class SimConfig(Section, frozen=True, kw_only=True):
+    scenario: Annotated[str, Meta(description="a bundled scenario name or a path to a scenario file")] = (
+        "demo"
+    )
     seed: int = 1
 
 
-class AppConfig(Section):
-    paths: PathsConfig = PathsConfig()
-    bus: BusConfig = BusConfig()
-    thermal: ThermalConfig = ThermalConfig()
-    screening: ScreeningConfig = ScreeningConfig()
-    gpio: GpioConfig = GpioConfig()
-    camera: CameraConfig = CameraConfig()
-    publisher: PublisherConfig = PublisherConfig()
-    screen: ScreenConfig = ScreenConfig()
-    setup: SetupConfig = SetupConfig()
-    sim: SimConfig = SimConfig()
+class AppConfig(Section, frozen=True, kw_only=True):
+    # A factory each: a frozen Struct still holds mutable lists (bus.allowed_uids), which a
+    # shared default instance would share between configs.
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
+    setup: SetupConfig = field(default_factory=SetupConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
 
     @property
     def bus_socket(self) -> Path:
@@ -155,17 +166,57 @@ class AppConfig(Section):
 AnyDict = Annotated[dict[str, Any], "parsed TOML"]
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc)
+def _dec_hook(type_: type, value: Any) -> Any:
+    # msgspec has no Path type of its own: a path is a string in the file (or a Path already,
+    # passed to replace()).
+    if type_ is Path:
+        if isinstance(value, str | os.PathLike):
+            return Path(value)
+        raise ValueError(f"Input should be a path, written as a string, not {value!r}")
+    raise NotImplementedError(type_)
+
+
+@functools.cache
+def _pin_keys() -> dict[str, frozenset[str]]:
+    """{section: its Pin fields}, read off the model so a new Pin needs no list kept."""
+    out = {}
+    for section in msgspec.structs.fields(AppConfig):
+        keys = frozenset(f.name for f in msgspec.structs.fields(section.type) if _is_pin(f.type))
+        if keys:
+            out[section.encode_name] = keys
+    return out
+
+
+def _is_pin(type_: Any) -> bool:
+    # A Pin with a description is Annotated[Pin, Meta(...)]: look through the Annotated.
+    return type_ == Pin or getattr(type_, "__origin__", None) == Pin
+
+
+def _is_none_word(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "none"
+
+
+def _none_pins(data: AnyDict) -> AnyDict:
+    """data with "none" (any case) in a Pin field made None; TOML has no null to write."""
+    out = dict(data)
+    for section, keys in _pin_keys().items():
+        table = out.get(section)
+        if isinstance(table, dict) and any(_is_none_word(table.get(k)) for k in keys):
+            out[section] = {k: None if k in keys and _is_none_word(v) else v for k, v in table.items()}
+    return out
+
+
+def validate_config(data: AnyDict) -> AppConfig:
+    """AppConfig from parsed TOML, each value checked; raises appliance.validate.Invalid (the
+    key path and what is wrong). No checks across keys: parse_config adds those."""
+    return convert(_none_pins(data), AppConfig, dec_hook=_dec_hook)
 
 
 def parse_config(data: AnyDict, source: str = "<config>") -> AppConfig:
     try:
-        config = AppConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(source, _key(err["loc"]), err["msg"] + more) from None
+        config = validate_config(data)
+    except Invalid as exc:
+        raise ConfigError(source, ".".join(map(str, exc.loc)), exc.message) from None
     if config.screening.distance_min_m >= config.screening.distance_max_m:
         raise ConfigError(source, "screening.distance_min_m", "must be less than screening.distance_max_m")
     return config
@@ -208,15 +259,15 @@ def load_config(path: str | os.PathLike[str] | None = None, *, apply_env: bool =
 def with_env_overrides(config: AppConfig) -> AppConfig:
     paths = config.paths
     if state := os.environ.get("APPLIANCE_STATE_DIR"):
-        paths = paths.model_copy(update={"state_dir": Path(state)})
+        paths = msgspec.structs.replace(paths, state_dir=Path(state))
     if run := os.environ.get("APPLIANCE_RUN_DIR"):
-        paths = paths.model_copy(update={"run_dir": Path(run)})
-    return config.model_copy(update={"paths": paths})
+        paths = msgspec.structs.replace(paths, run_dir=Path(run))
+    return msgspec.structs.replace(config, paths=paths)
 
 
 def replace(config: AppConfig, **sections: dict[str, Any]) -> AppConfig:
     """A copy with some section fields changed, validated again (for tests and the demo)."""
-    data = config.model_dump()
+    data: AnyDict = msgspec.to_builtins(config, enc_hook=str)  # str: a Path, back to the file's form
     for name, values in sections.items():
         data[name].update(values)
     return parse_config(data, "<override>")

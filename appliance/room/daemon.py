@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
+import msgspec
+
 from appliance.config import AppConfig, with_env_overrides
 from appliance.errors import ApplianceError, ConfigError
 from appliance.room.app import make_app, serving, tls_context
@@ -25,8 +27,8 @@ def make_main(config: RoomConfig, source: str) -> Main:
     async def main(rt: Runtime) -> None:
         if config.service.bus_socket is not None:
             # Only for health.room: the socket named in room.toml, whatever appliance.toml says.
-            bus = rt.config.bus.model_copy(update={"socket": config.service.bus_socket})
-            rt.config = rt.config.model_copy(update={"bus": bus})
+            bus = msgspec.structs.replace(rt.config.bus, socket=config.service.bus_socket)
+            rt.config = msgspec.structs.replace(rt.config, bus=bus)
             await rt.connect_bus()
         try:
             tls = tls_context(config)

@@ -1,8 +1,8 @@
 """The screening settings form: its fields, and parsing a submission into validated changes.
 
-Validation is the config model's own (pydantic, through the same AppConfig the daemons
-load), on the whole merged config, so the page can never write something a daemon would
-refuse at start. Errors come back per field, in words, with nothing written.
+Validation is the config model's own (appliance.config.validate_config, the same AppConfig
+the daemons load), on the whole merged config, so the page can never write something a daemon
+would refuse at start. Errors come back per field, in words, with nothing written.
 
 Which daemon picks up a change: the status screen watches the config file and applies
 what it shows at once; the screening daemon (threshold, hysteresis, distance window, the
@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
-from appliance.config import AppConfig
+from appliance.config import AppConfig, validate_config
+from appliance.validate import Invalid
 
 Kind = Literal["number", "choice", "flag", "pin"]
 
@@ -165,18 +164,25 @@ def parse(form: Mapping[str, str], data: dict[str, Any]) -> tuple[AppConfig | No
             errors[f.name] = problem
         else:
             changes[(f.section, f.key)] = value
+    # Each value alone first, so every bad field gets its message: validation stops at the first.
+    for (section, key), value in changes.items():
+        try:
+            validate_config({section: {key: value}})
+        except Invalid as exc:
+            errors[f"{section}.{key}"] = exc.message
     if errors:
         return None, errors
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for (section, key), value in changes.items():
         merged.setdefault(section, {})[key] = value
     try:
-        config = AppConfig.model_validate(merged)
-    except ValidationError as exc:
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"][:2])
-            errors.setdefault(name if name in BY_NAME else "_form", err["msg"])
-        return None, errors
+        config = validate_config(merged)
+    except Invalid as exc:
+        name = ".".join(str(p) for p in exc.loc[:2])
+        if name in BY_NAME:
+            return None, {name: exc.message}
+        # A key the form does not show: name it, or it cannot be found in the file.
+        return None, {"_form": f"{'.'.join(map(str, exc.loc))}: {exc.message}"}
     if config.screening.distance_min_m >= config.screening.distance_max_m:
         return None, {"screening.distance_min_m": "must be less than the farthest distance"}
     return config, {}

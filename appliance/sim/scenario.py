@@ -56,12 +56,14 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import msgspec
+from msgspec import Meta, field
 
 from appliance.errors import ConfigError
 from appliance.thermal.fake_amg8833 import FaultState
+from appliance.validate import Invalid, convert
 
 # Body geometry in metres: an adult head is ~0.16 m wide and ~0.23 m from chin to crown.
 HEAD_WIDTH_M = 0.16
@@ -75,43 +77,55 @@ CAMERA_HFOV_DEG = 62.2
 CAMERA_VFOV_DEG = 48.8
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of the scenario's parts: msgspec, not pydantic, because the thermal and camera sims
+    import this and pydantic would add ~15 MB to each. Each part repeats frozen=True (mypy takes
+    a subclass as frozen only when it says so) and kw_only=True (which msgspec does not inherit)."""
 
 
-class Ambient(_Model):
-    temperature: float = Field(22.0, ge=-10.0, le=45.0, description="room temperature at t = 0, °C")
-    drift_per_hour: float = Field(0.0, ge=-10.0, le=10.0, description="linear drift, °C per hour")
-    gradient: float = Field(
-        0.5, ge=0.0, le=5.0, description="°C warmer at the top of the view than the bottom"
-    )
+class Ambient(_Model, frozen=True, kw_only=True):
+    temperature: Annotated[float, Meta(ge=-10.0, le=45.0, description="room temperature at t = 0, °C")] = 22.0
+    drift_per_hour: Annotated[float, Meta(ge=-10.0, le=10.0, description="linear drift, °C per hour")] = 0.0
+    gradient: Annotated[
+        float, Meta(ge=0.0, le=5.0, description="°C warmer at the top of the view than the bottom")
+    ] = 0.5
 
 
-class Move(_Model):
+class Move(_Model, frozen=True, kw_only=True):
     """A step taken while dwelling: from wherever the person is to (distance, lateral)."""
 
-    after: float = Field(ge=0.0, description="s after the dwell starts")
-    duration: float = Field(1.0, gt=0.0, le=60.0)
-    distance: float | None = Field(None, ge=0.15, le=5.0, description="m; none = unchanged")
-    lateral: float | None = Field(None, ge=-3.0, le=3.0, description="m; none = unchanged")
+    after: Annotated[float, Meta(ge=0.0, description="s after the dwell starts")]
+    duration: Annotated[float, Meta(gt=0.0, le=60.0)] = 1.0
+    distance: Annotated[
+        Annotated[float, Meta(ge=0.15, le=5.0)] | None, Meta(description="m; none = unchanged")
+    ] = None
+    lateral: Annotated[
+        Annotated[float, Meta(ge=-3.0, le=3.0)] | None, Meta(description="m; none = unchanged")
+    ] = None
 
 
-class Person(_Model):
-    name: str = Field(min_length=1)
-    enter: float = Field(ge=0.0, description="s: appears at far_distance and walks in")
-    approach: float = Field(2.0, gt=0.0, le=60.0)
-    dwell: float = Field(4.0, ge=0.0, le=3600.0)
-    leave: float = Field(2.0, gt=0.0, le=60.0)
-    distance: float = Field(0.5, ge=0.15, le=5.0, description="m from the sensor while holding still")
-    far_distance: float = Field(2.5, ge=0.5, le=10.0)
-    lateral: float = Field(0.0, ge=-2.0, le=2.0, description="m, + = right in the image")
-    face_height: float = Field(0.0, ge=-1.0, le=1.0, description="m, head centre above the sensor axis")
-    core_temp: float = Field(37.0, ge=34.0, le=43.0, description="°C")
-    sway: float = Field(0.01, ge=0.0, le=0.2, description="m, amplitude of the natural sway while standing")
-    moves: list[Move] = Field(default_factory=list, alias="move")
+class Person(_Model, frozen=True, kw_only=True):
+    name: Annotated[str, Meta(min_length=1)]
+    enter: Annotated[float, Meta(ge=0.0, description="s: appears at far_distance and walks in")]
+    approach: Annotated[float, Meta(gt=0.0, le=60.0)] = 2.0
+    dwell: Annotated[float, Meta(ge=0.0, le=3600.0)] = 4.0
+    leave: Annotated[float, Meta(gt=0.0, le=60.0)] = 2.0
+    distance: Annotated[float, Meta(ge=0.15, le=5.0, description="m from the sensor while holding still")] = (
+        0.5
+    )
+    far_distance: Annotated[float, Meta(ge=0.5, le=10.0)] = 2.5
+    lateral: Annotated[float, Meta(ge=-2.0, le=2.0, description="m, + = right in the image")] = 0.0
+    face_height: Annotated[
+        float, Meta(ge=-1.0, le=1.0, description="m, head centre above the sensor axis")
+    ] = 0.0
+    core_temp: Annotated[float, Meta(ge=34.0, le=43.0, description="°C")] = 37.0
+    sway: Annotated[
+        float, Meta(ge=0.0, le=0.2, description="m, amplitude of the natural sway while standing")
+    ] = 0.01
+    moves: list[Move] = field(default_factory=list, name="move")
 
-    @model_validator(mode="after")
-    def _far_is_far(self) -> Person:
+    def __post_init__(self) -> None:
+        # Checks across fields; msgspec reports a ValueError here at this person's key.
         if self.far_distance <= self.distance:
             raise ValueError(f"far_distance ({self.far_distance}) must exceed distance ({self.distance})")
         free = 0.0
@@ -123,7 +137,6 @@ class Person(_Model):
                 raise ValueError(f"a move's distance ({move.distance}) must be less than far_distance")
         if free > self.dwell + 1e-9:
             raise ValueError(f"moves must end within the dwell ({free} s > {self.dwell} s)")
-        return self
 
     def pose_at(self, t: float) -> tuple[float, float, bool]:
         """(distance, lateral, stepping) at scenario time t during the dwell, without sway."""
@@ -165,29 +178,29 @@ class Person(_Model):
         return start, start + self.dwell
 
 
-class HotObject(_Model):
+class HotObject(_Model, frozen=True, kw_only=True):
     name: str = "object"
-    enter: float = Field(0.0, ge=0.0)
-    exit: float | None = Field(None, description="s; none = stays")
-    distance: float = Field(0.5, ge=0.1, le=10.0)
-    lateral: float = Field(0.0, ge=-3.0, le=3.0)
-    height: float = Field(-0.25, ge=-2.0, le=2.0, description="m, centre above the sensor axis")
-    width: float = Field(0.08, gt=0.0, le=2.0)
-    tall: float = Field(0.10, gt=0.0, le=2.0)
-    temperature: float = Field(60.0, ge=-20.0, le=200.0, description="°C when it appears")
-    cooling_minutes: float | None = Field(20.0, gt=0.0, description="none = holds its temperature")
+    enter: Annotated[float, Meta(ge=0.0)] = 0.0
+    exit: Annotated[float | None, Meta(description="s; none = stays")] = None
+    distance: Annotated[float, Meta(ge=0.1, le=10.0)] = 0.5
+    lateral: Annotated[float, Meta(ge=-3.0, le=3.0)] = 0.0
+    height: Annotated[float, Meta(ge=-2.0, le=2.0, description="m, centre above the sensor axis")] = -0.25
+    width: Annotated[float, Meta(gt=0.0, le=2.0)] = 0.08
+    tall: Annotated[float, Meta(gt=0.0, le=2.0)] = 0.10
+    temperature: Annotated[float, Meta(ge=-20.0, le=200.0, description="°C when it appears")] = 60.0
+    cooling_minutes: Annotated[
+        Annotated[float, Meta(gt=0.0)] | None, Meta(description="none = holds its temperature")
+    ] = 20.0
 
-    @model_validator(mode="after")
-    def _exit_after_enter(self) -> HotObject:
+    def __post_init__(self) -> None:
         if self.exit is not None and self.exit <= self.enter:
             raise ValueError(f"exit ({self.exit}) must be after enter ({self.enter})")
-        return self
 
 
-class Fault(_Model):
+class Fault(_Model, frozen=True, kw_only=True):
     kind: Literal["i2c_error", "stuck_frames", "out_of_range"]
-    start: float = Field(ge=0.0)
-    duration: float = Field(gt=0.0)
+    start: Annotated[float, Meta(ge=0.0)]
+    duration: Annotated[float, Meta(gt=0.0)]
 
     def active(self, t: float) -> bool:
         return self.start <= t < self.start + self.duration
@@ -233,15 +246,18 @@ def _smoothstep(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
-class Scenario(_Model):
-    name: str = Field(min_length=1)
-    duration: float = Field(gt=0.0, description="s; the scenario's length, and its period when looping")
+class Scenario(_Model, frozen=True, kw_only=True):
+    name: Annotated[str, Meta(min_length=1)]
+    duration: Annotated[
+        float, Meta(gt=0.0, description="s; the scenario's length, and its period when looping")
+    ]
     loop: bool = True
     seed: int = 0
-    ambient: Ambient = Ambient()
-    people: list[Person] = Field(default_factory=list, alias="person")
-    objects: list[HotObject] = Field(default_factory=list, alias="object")
-    faults: list[Fault] = Field(default_factory=list, alias="fault")
+    ambient: Ambient = field(default_factory=Ambient)
+    # The file's keys are singular ([[person]]), the attributes plural.
+    people: list[Person] = field(default_factory=list, name="person")
+    objects: list[HotObject] = field(default_factory=list, name="object")
+    faults: list[Fault] = field(default_factory=list, name="fault")
 
     def local_time(self, t: float) -> float:
         return t % self.duration if self.loop else t
@@ -363,10 +379,9 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(source, _key_path(tuple(error["loc"])), error["msg"]) from None
+        return convert(data, Scenario)
+    except Invalid as exc:
+        raise ConfigError(source, _key_path(exc.loc), exc.message) from None
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:

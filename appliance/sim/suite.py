@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from appliance.atomic import atomic_write
@@ -437,9 +438,9 @@ def _truth(plan: SessionPlan, frames: int, offset: float, recording: str) -> dic
         "ambient_c": ambient,
         "sensor_offset_c": round(offset, 4),
         "frames": frames,
-        "faults": [f.model_dump() for f in scenario.faults],
-        "objects": [o.model_dump() for o in scenario.objects],
-        "scenario": scenario.model_dump(by_alias=True),
+        "faults": msgspec.to_builtins(scenario.faults),
+        "objects": msgspec.to_builtins(scenario.objects),
+        "scenario": msgspec.to_builtins(scenario),  # the file's key names: parse_scenario reloads it
         "people": people,
     }
 

@@ -6,6 +6,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 
+import msgspec
 import pytest
 from gpiozero import LED
 from gpiozero.pins.mock import MockFactory
@@ -31,7 +32,7 @@ def gpio(**kw: object) -> GpioConfig:
         "relay_open_s": 0.3,
     }
     base.update(kw)
-    return GpioConfig.model_validate(base)
+    return msgspec.convert(base, GpioConfig)
 
 
 @pytest.fixture
