@@ -200,13 +200,15 @@ def encode(msg: Msg) -> str:
     return _encoder.encode(msg).decode()
 
 
-def decode_from_viewer(data: str | bytes) -> FromViewer:
-    """A viewer's message; raises ChannelProtocolError with the code to reply."""
-    raw = data.encode() if isinstance(data, str) else data
-    if len(raw) > MAX_INBOUND_BYTES:
-        raise ChannelProtocolError("too-large", f"{len(raw)} bytes; the limit is {MAX_INBOUND_BYTES}")
+def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object], limit: int | None) -> object:
     try:
-        msg: FromViewer = _from_viewer.decode(raw)
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeEncodeError:  # a lone surrogate: no peer can have sent it as UTF-8
+        raise ChannelProtocolError("bad-json", "the message is not valid UTF-8") from None
+    if limit is not None and len(raw) > limit:
+        raise ChannelProtocolError("too-large", f"{len(raw)} bytes; the limit is {limit}")
+    try:
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "Invalid value" in text and "`$.type`" in text:
@@ -214,13 +216,27 @@ def decode_from_viewer(data: str | bytes) -> FromViewer:
         raise ChannelProtocolError("bad-message", text) from None
     except msgspec.DecodeError as exc:
         raise ChannelProtocolError("bad-json", str(exc)) from None
-    return msg
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string: a
+        # binary data-channel message carries any bytes.
+        raise ChannelProtocolError("bad-json", "the message is not valid UTF-8") from None
+    except RecursionError:
+        # msgspec's own depth guard ("[[[[..." a few kB long): it unwound cleanly.
+        raise ChannelProtocolError("bad-json", "the message is nested too deeply") from None
+
+
+def decode_from_viewer(data: str | bytes) -> FromViewer:
+    """A viewer's message; raises ChannelProtocolError with the code to reply, and nothing else
+    whatever the input (text or binary)."""
+    msg = _decode(data, _from_viewer, MAX_INBOUND_BYTES)
+    return msg  # type: ignore[return-value]
 
 
 def decode_to_viewer(data: str | bytes) -> ToViewer:
-    """What the kiosk sent (for tests and tools that play the viewer)."""
-    msg: ToViewer = _to_viewer.decode(data)
-    return msg
+    """What the kiosk sent (for tests and tools that play the viewer); ChannelProtocolError as
+    decode_from_viewer, without its size limit."""
+    msg = _decode(data, _to_viewer, None)
+    return msg  # type: ignore[return-value]
 
 
 def clean_text(text: str, limit: int) -> str:

@@ -94,7 +94,8 @@ async def _posted(request: web.Request) -> tuple[Visitor, dict[str, str]] | web.
     who = visitor(request)
     try:
         form = await request.post()
-    except (ValueError, HttpProcessingError):  # a malformed body (bad multipart, bad encoding)
+    except (ValueError, LookupError, HttpProcessingError):
+        # A malformed body (bad multipart, bad encoding), or a charset Python does not know.
         return html(pages.message("Bad request", "The form could not be read."), 400)
     if not csrf_ok(who, form):
         return forbidden()

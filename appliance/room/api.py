@@ -63,6 +63,10 @@ async def decode(request: web.Request, kind: type[B]) -> B | web.Response:
         return api_error(400, "invalid_request", str(exc))
     except msgspec.DecodeError as exc:
         return api_error(400, "invalid_request", f"the body is not JSON: {exc}")
+    except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a JSON string
+        return api_error(400, "invalid_request", "the body is not JSON: not valid UTF-8")
+    except RecursionError:  # msgspec's depth guard; it unwound cleanly
+        return api_error(400, "invalid_request", "the body is not JSON: nested too deeply")
 
 
 def bearer(request: web.Request) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 import time
@@ -52,6 +53,18 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         keep = {k: exc.headers[k] for k in ("Allow", "Retry-After") if k in exc.headers}
         slug = exc.reason.lower().replace(" ", "_")
         return api.api_error(exc.status, slug, exc.reason, keep)
+
+
+@web.middleware
+async def static_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """/static/<a name past the file system's limit>: aiohttp's static route lets the OSError
+    (ENAMETOOLONG) out as a 500; no such file is a 404."""
+    try:
+        return await handler(request)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG and request.path.startswith("/static/"):
+            raise web.HTTPNotFound() from None
+        raise
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -115,7 +128,7 @@ def make_app(
         limits=Limits.from_config(config),
     )
     _purge(services)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_errors])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_errors, static_errors])
     app[SERVICES] = services
     api.add_routes(app)
     app.router.add_get("/api/v1/openapi.json", _openapi, allow_head=False)

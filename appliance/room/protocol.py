@@ -176,8 +176,17 @@ class ProtocolError(ValueError):
         self.code: ErrorCode = code
 
 
+def _raw(data: str | bytes) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    try:
+        return data.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no peer can have sent it as UTF-8
+        raise ProtocolError("bad-json", "the message is not valid UTF-8") from None
+
+
 def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object]) -> object:
-    raw = data.encode() if isinstance(data, str) else data
+    raw = _raw(data)
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too-large", f"message of {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
@@ -189,6 +198,31 @@ def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object]) -> object:
         raise ProtocolError("bad-message", text) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("bad-json", str(exc)) from None
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
+        raise ProtocolError("bad-json", "the message is not valid UTF-8") from None
+    except RecursionError:
+        # msgspec's own depth guard, for arrays or objects nested some thousand levels deep
+        # (a few kB of "[[[["): it unwound cleanly, so this is just another malformed message.
+        raise ProtocolError("bad-json", "the message is nested too deeply") from None
+
+
+class _Kind(msgspec.Struct):
+    type: str | None = None
+
+
+_kind = msgspec.json.Decoder(_Kind)
+
+
+def message_type(data: str | bytes) -> str | None:
+    """The "type" of a message that may not decode, for an error's ref: at most 40 characters,
+    None when there is no readable one. Never raises, whatever the input (deep nesting,
+    invalid UTF-8, lone surrogates, huge numbers): errors about bad messages must not fail."""
+    try:
+        kind = _kind.decode(data.encode() if isinstance(data, str) else data).type
+    except (msgspec.DecodeError, UnicodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    return None if kind is None else kind[:40]
 
 
 def decode_to_service(data: str | bytes) -> ToService:

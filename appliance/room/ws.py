@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from appliance.room import protocol as p
@@ -112,12 +111,9 @@ class WsPeer:
 
 def _ref(data: str | bytes) -> str | None:
     """The type of a message that failed to decode, when it has a readable one."""
-    try:
-        obj = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return None
-    kind = obj.get("type") if isinstance(obj, dict) else None
-    return kind[:40] if isinstance(kind, str) else None
+    # Only "type" is read: decoding the whole message again could raise (RecursionError on
+    # deep nesting) inside the error path itself and end the connection without a reply.
+    return p.message_type(data)
 
 
 class Connection:

@@ -17,7 +17,8 @@ Two ways:
 Refused: a reference outside what a person can read (body) or a black body is set to
 (surface), a target that never held still, and an offset beyond calstore.MAX_OFFSET_C (a
 broken sensor or a wrong reference, not a site offset). Exit 0 on success, 1 when the
-calibration was refused or the daemon could not do it, 2 on bad input files.
+calibration was refused or the daemon could not do it, 2 on bad input files (a malformed
+recording is named with its line, as `appliance replay` does).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from appliance.errors import ApplianceError, ConfigError, RecordingError
+
+if TYPE_CHECKING:
+    from appliance.screening.records import FrameInput
 
 PROG = "appliance calibrate"
 # A black body for calibrating a skin thermometer is set near skin temperature.
@@ -50,13 +55,28 @@ def _check_reference(args: argparse.Namespace, low: float, high: float) -> str |
     return None
 
 
+class Unreadable(Exception):
+    """The recording cannot be read at all (a directory, no permission): exit 2, as replay."""
+
+
+def _frames(path: Path) -> Iterator[FrameInput]:
+    from appliance.screening.records import FrameInput
+    from appliance.thermal.recording import read_recording
+
+    try:
+        for f in read_recording(path):
+            yield FrameInput(float(f.t), np.asarray(f.pixels, dtype=np.float64), float(f.thermistor))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # reading only: an error storing the result is not the recording's
+        raise Unreadable(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def from_recording(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from appliance.config import load_config
     from appliance.screening import calstore
     from appliance.screening.calibration import calibrate_frames
     from appliance.screening.configure import settings_for
-    from appliance.screening.records import FrameInput
-    from appliance.thermal.recording import read_recording
 
     config = load_config(args.config)
     settings = settings_for(config)
@@ -66,10 +86,7 @@ def from_recording(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
     path = Path(args.recording)
     state_dir = Path(args.state_dir) if args.state_dir is not None else config.paths.state_dir
-    frames = (
-        FrameInput(float(f.t), np.asarray(f.pixels, dtype=np.float64), float(f.thermistor))
-        for f in read_recording(path)
-    )
+    frames = _frames(path)
     try:
         cal = calibrate_frames(frames, args.reference, settings, target=args.target, max_frames=args.frames)
     except ValueError as exc:
@@ -184,6 +201,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
     except FileNotFoundError as exc:
         print(f"{PROG}: {exc.filename}: no such file", file=err)
+        return 2
+    except Unreadable as exc:
+        print(f"{PROG}: {exc}", file=err)
         return 2
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=err)

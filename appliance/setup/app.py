@@ -4,17 +4,20 @@ Every route needs a logged-in session except the login and first-use pages and t
 files. Refusals: a page (GET of HTML) redirects to /login (303); anything else, the
 WebSocket, the snapshot, the CSV export and every POST, answers 401. Every POST must carry
 the session's CSRF token (form field `csrf` or header X-CSRF-Token) and, when the browser
-sends an Origin, come from this same origin: else 403, and nothing happens.
+sends an Origin, come from this same origin: else 403, and nothing happens. A POST whose body
+is not a form (multipart without its boundary or cut short, an unknown charset) is a 400.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from appliance.setup.auth import Session, csrf_ok
 from appliance.setup.context import CTX, Context
@@ -104,6 +107,18 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 
 @web.middleware
+async def static_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """/static/<a name past the file system's limit>: aiohttp's static route lets the OSError
+    (ENAMETOOLONG) out as a 500; no such file is a 404."""
+    try:
+        return await handler(request)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG and request.path.startswith("/static/"):
+            raise web.HTTPNotFound() from None
+        raise
+
+
+@web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = ctx_of(request)
     token = request.cookies.get(COOKIE)
@@ -120,7 +135,12 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
                 "refused a cross-origin POST to %s from %s", request.path, request.headers.get("Origin")
             )
             raise web.HTTPForbidden(text="cross-origin request refused\n")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError, HttpProcessingError):
+            # A body that is not a form: multipart without its boundary or cut short, a charset
+            # Python does not know. (Too large is aiohttp's own 413.)
+            raise web.HTTPBadRequest(text="the form could not be read\n") from None
         sent = form.get("csrf") or request.headers.get("X-CSRF-Token")
         if not csrf_ok(session, sent if isinstance(sent, str) else None):
             raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and try again\n")
@@ -138,7 +158,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
 def make_app(ctx: Context) -> web.Application:
     from appliance.setup.pages import ROUTE_MODULES
 
-    app = web.Application(middlewares=[security_headers, sessions], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[security_headers, static_errors, sessions], client_max_size=MAX_BODY)
     app[CTX] = ctx
     for module in ROUTE_MODULES:
         module.add_routes(app)

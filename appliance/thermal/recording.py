@@ -6,10 +6,14 @@ JSONL, one frame per line:
 
 t is seconds (any origin, strictly increasing), thermistor and pixels are °C, row 0 is the top of the
 image (the driver's orientation). Blank lines are skipped. CSV has a header `t,thermistor,p0,...,p63`
-with the pixels row-major (p0..p7 is the top row).
+with the pixels row-major (p0..p7 is the top row). Files are UTF-8 (a byte-order mark, as some
+spreadsheets write, is allowed).
 
 Readers are iterators, so an hour of 10 fps frames never sits in memory, and every defect raises
-RecordingError naming the source and the 1-based line number.
+RecordingError naming the source and the 1-based line number, whatever the file holds (binary
+junk, text that is not UTF-8, numbers too large for a float, nesting thousands deep). A frame's
+line is about 600 characters: a line over MAX_LINE characters is refused when that many have
+been read, never read whole, so a file that is not a recording cannot fill the memory.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ ROWS = 8
 COLS = 8
 CSV_HEADER = ["t", "thermistor", *(f"p{i}" for i in range(ROWS * COLS))]
 _KEYS = {"t", "thermistor", "pixels"}
+MAX_LINE = 64 * 1024  # characters; a frame takes about 600
+# Pixels are held as float32: a larger value would turn into inf on the way in.
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -98,21 +105,56 @@ def write_recording(path: str | os.PathLike[str], frames: Iterable[RecordedFrame
 def read_recording(path: str | os.PathLike[str]) -> Iterator[RecordedFrame]:
     """Frames from a .jsonl or .csv file (chosen by extension; anything else is read as JSONL)."""
     source = str(path)
-    with open(path, encoding="utf-8", newline="") as stream:
+    # surrogateescape: bytes that are not UTF-8 arrive as lone surrogates, found line by line
+    # in bounded_lines (a strict decoder would fail a whole chunk, on the wrong line number).
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as stream:
+        lines = bounded_lines(stream, source)
         if Path(path).suffix.lower() == ".csv":
-            yield from iter_csv(stream, source)
+            yield from iter_csv(lines, source)
         else:
-            yield from iter_jsonl(stream, source)
+            yield from iter_jsonl(lines, source)
+
+
+def bounded_lines(stream: IO[str], source: str = "<stream>") -> Iterator[str]:
+    """The stream's lines, each read at most MAX_LINE characters at a time: a longer line, or
+    one holding bytes that are not UTF-8 (decoded with surrogateescape), is a RecordingError.
+    A byte-order mark at the start is dropped."""
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise RecordingError(source, number, f"line longer than {MAX_LINE} characters: not a recording")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RecordingError(source, number, f"not UTF-8 text (column {exc.start + 1})") from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        yield line
 
 
 def _number(value: Any, source: str, line: int, what: str) -> float:
     # bool is an int to Python but never a temperature.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordingError(source, line, f"{what} is not a number: {value!r}")
-    number = float(value)
+        raise RecordingError(source, line, f"{what} is not a number: {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise RecordingError(source, line, f"{what} is out of range: {_short(value)}") from None
     if not math.isfinite(number):
         raise RecordingError(source, line, f"{what} is not finite: {value!r}")
     return number
+
+
+def _pixel(number: float, source: str, line: int, what: str) -> float:
+    if abs(number) > _F32_MAX:
+        raise RecordingError(source, line, f"{what} is out of range: {number!r}")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 class _Sequence:
@@ -133,10 +175,18 @@ def iter_jsonl(stream: Iterable[str], source: str = "<stream>") -> Iterator[Reco
     for line_number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE:
+            raise RecordingError(
+                source, line_number, f"line longer than {MAX_LINE} characters: not a recording"
+            )
         try:
             obj = json.loads(line, parse_constant=lambda name: float(name))
         except json.JSONDecodeError as exc:
             raise RecordingError(source, line_number, f"not valid JSON: {exc.msg}") from None
+        except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
+            raise RecordingError(source, line_number, f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RecordingError(source, line_number, "not valid JSON: nested too deeply") from None
         if not isinstance(obj, dict):
             raise RecordingError(source, line_number, f"expected a JSON object, got {type(obj).__name__}")
         missing = sorted(_KEYS - obj.keys())
@@ -157,7 +207,8 @@ def iter_jsonl(stream: Iterable[str], source: str = "<stream>") -> Iterator[Reco
                 count = len(row) if isinstance(row, list) else type(row).__name__
                 raise RecordingError(source, line_number, f"pixels row {r} must hold 8 values, got {count}")
             for c, value in enumerate(row):
-                grid[r, c] = _number(value, source, line_number, f"pixels[{r}][{c}]")
+                what = f"pixels[{r}][{c}]"
+                grid[r, c] = _pixel(_number(value, source, line_number, what), source, line_number, what)
         sequence.check(t, line_number)
         yield RecordedFrame(t, thermistor, grid)
 
@@ -166,21 +217,35 @@ def _parse_csv_number(text: str, source: str, line: int, what: str) -> float:
     try:
         number = float(text)
     except ValueError:
-        raise RecordingError(source, line, f"{what} is not a number: {text!r}") from None
+        raise RecordingError(source, line, f"{what} is not a number: {_short(text)}") from None
     if not math.isfinite(number):
-        raise RecordingError(source, line, f"{what} is not finite: {text!r}")
+        raise RecordingError(source, line, f"{what} is not finite: {_short(text)}")
     return number
+
+
+def _csv_rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The reader's rows, its own errors (a quoted field past csv.field_size_limit, say) as
+    RecordingError."""
+    while True:
+        try:
+            cells: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise RecordingError(source, max(1, reader.line_num), f"not valid CSV: {exc}") from None
+        yield cells
 
 
 def iter_csv(stream: Iterable[str], source: str = "<stream>") -> Iterator[RecordedFrame]:
     reader = csv.reader(stream)
-    header = next(reader, None)
+    rows = _csv_rows(reader, source)
+    header = next(rows, None)
     if header is None:
         raise RecordingError(source, 1, "empty file: expected a header t,thermistor,p0..p63")
     if [h.strip() for h in header] != CSV_HEADER:
         raise RecordingError(source, 1, "header must be t,thermistor,p0,...,p63 in that order")
     sequence = _Sequence(source)
-    for cells in reader:
+    for cells in rows:
         line_number = reader.line_num
         if not cells or not any(cell.strip() for cell in cells):
             continue
@@ -189,7 +254,12 @@ def iter_csv(stream: Iterable[str], source: str = "<stream>") -> Iterator[Record
         t = _parse_csv_number(cells[0], source, line_number, "t")
         thermistor = _parse_csv_number(cells[1], source, line_number, "thermistor")
         values = [
-            _parse_csv_number(cell, source, line_number, CSV_HEADER[i + 2])
+            _pixel(
+                _parse_csv_number(cell, source, line_number, CSV_HEADER[i + 2]),
+                source,
+                line_number,
+                CSV_HEADER[i + 2],
+            )
             for i, cell in enumerate(cells[2:])
         ]
         sequence.check(t, line_number)

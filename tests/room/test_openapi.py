@@ -10,6 +10,8 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.core.failures import FailureGroup, ServerError
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from appliance.room import openapi
@@ -57,6 +59,34 @@ def test_api_conforms(case: schemathesis.Case, service: RoomProcess) -> None:
         # (invalid_grant, authorization_pending...), so "valid data gets 2xx" does not apply.
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=service.url, excluded_checks=excluded)
+
+
+def test_schemathesis_reaches_every_operation_and_every_body() -> None:
+    """test_api_conforms runs on every described operation, and generates a JSON body for each
+    that takes one (the device flow and the viewer session)."""
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {(op.method.upper(), op.path) for op in operations} == {
+        (method.upper(), path) for path, item in openapi.document()["paths"].items() for method in item
+    }
+    with_body = {op.path for op in operations if any(b.media_type == "application/json" for b in op.body)}
+    assert with_body == {"/api/v1/device/authorize", "/api/v1/device/token", "/api/v1/viewer/session"}
+
+
+def test_the_default_checks_fail_a_server_error() -> None:
+    """call_and_validate's default checks include not_a_server_error: a 500, even with a body
+    as described, fails (so "no 5xx" is checked on every generated case)."""
+    case = schema["/api/v1/health"]["GET"].Case()
+    response = Response(
+        status_code=500,
+        headers={"content-type": ["application/json"]},
+        content=b'{"status": "ok", "version": "1"}',
+        request=requests.Request("GET", "http://127.0.0.1/api/v1/health").prepare(),
+        elapsed=0.01,
+        verify=True,
+    )
+    with pytest.raises(FailureGroup) as info:
+        case.validate_response(response)
+    assert any(isinstance(failure, ServerError) for failure in info.value.exceptions)
 
 
 def test_served_description_is_this_one(service: RoomProcess) -> None:
