@@ -52,7 +52,14 @@ def _config_check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from appliance.demo.supervisor import run_demo
 
-    return run_demo(headless=args.headless, duration=args.duration, report=args.report, workdir=args.workdir)
+    return run_demo(
+        headless=args.headless,
+        duration=args.duration,
+        report=args.report,
+        workdir=args.workdir,
+        room_url=args.room_url,
+        scenario=args.scenario,
+    )
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -96,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", type=float, default=None, metavar="SECONDS")
     p.add_argument("--report", default=None, metavar="FILE.json", help="write a JSON summary at the end")
     p.add_argument("--workdir", default=None, help="state and sockets go here (default: a temporary dir)")
+    p.add_argument(
+        "--room-url",
+        default=None,
+        metavar="URL",
+        help="join this room service instead of starting one: the kiosk pairs with it by the device"
+        " flow and prints each code for an admin there to approve",
+    )
+    p.add_argument(
+        "--scenario",
+        default=None,
+        metavar="NAME|FILE",
+        help="the simulated scene: a bundled scenario name or a scenario file (default: demo)",
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("config", help="configuration tools")

@@ -31,6 +31,7 @@ def test_rows_and_table_show_failures_and_broken_suites() -> None:
             "targets": {"throughput_msgs_per_s": ">= 50000", "rtt_p99_ms": "<= 1.0"},
         },
         "video": {"error": "exit 1: boom"},
+        "network": {"skipped": "needs root", "targets": {}},
     }
     rows = rows_for("bus", results["bus"])
     assert [(r.figure, r.passed) for r in rows] == [("throughput_msgs_per_s", True), ("rtt_p99_ms", False)]
@@ -38,6 +39,7 @@ def test_rows_and_table_show_failures_and_broken_suites() -> None:
     assert "| bus | `rtt_p99_ms` | <= 1.0 | 2.5 | fail |" in table
     assert "| bus | `throughput_msgs_per_s` | >= 50000 | 120000 | pass |" in table
     assert "| video | (suite) | runs | exit 1: boom | fail |" in table
+    assert "| network | (suite) | runs | skipped: needs root | n/a |" in table
     assert table.startswith("Machine: test cpu, 2 cores")
 
 

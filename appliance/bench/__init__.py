@@ -22,6 +22,7 @@ SUITES: dict[str, str] = {
     "room": "appliance.bench.room:bench_room",
     "screen": "appliance.bench.screen:bench_screen",
     "system": "appliance.bench.system:bench_system",
+    "network": "appliance.bench.network:bench_network",
 }
 
 

@@ -97,6 +97,10 @@ def markdown(results: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
         if "error" in result:
             lines.append(f"| {suite} | (suite) | runs | {result['error']} | fail |")
             continue
+        if "skipped" in result:
+            # Not run here (no root, say): neither a pass nor a failure.
+            lines.append(f"| {suite} | (suite) | runs | skipped: {result['skipped']} | n/a |")
+            continue
         for row in rows_for(suite, result):
             verdict = {True: "pass", False: "fail", None: "n/a"}[row.passed]
             lines.append(f"| {suite} | `{row.figure}` | {row.target} | {_cell(row.measured)} | {verdict} |")

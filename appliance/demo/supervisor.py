@@ -10,6 +10,13 @@ with its database under the work dir. Before the kiosk's daemons start, the demo
 with a random password (printed once, stored nowhere but as a hash), a room and a viewer link,
 and pairs the simulated kiosk through the real device flow (appliance.pairing for the kiosk's
 side, the admin's approval straight in the room's database), so the publisher starts paired.
+
+With a room URL (`--room-url`), the demo starts no room service of its own: once the bus is up,
+the kiosk pairs with that service by the device flow, printing each user code it gets
+("pairing code: ...") for an admin to approve there, and the other daemons start once it is
+paired (or after EXTERNAL_PAIR_TIMEOUT_S, unpaired: the publisher then goes on asking by
+itself). The network bench runs the kiosk this way, in a network namespace of its own.
+`--scenario` picks the simulated scene (sim.scenario: a bundled name or a file).
 """
 
 from __future__ import annotations
@@ -19,12 +26,12 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,16 +40,12 @@ from appliance import daemons
 from appliance.atomic import atomic_write
 from appliance.bus.client import BusClient
 from appliance.bus.topics import PairingStatus
-from appliance.config import load_config
+from appliance.config import AppConfig, load_config
 from appliance.demo.notify import NotifySocket
+from appliance.demo.provision import Approver, provision_room
 from appliance.errors import ApplianceError
-from appliance.pairing.credentials import load_credentials
+from appliance.pairing.credentials import load_credentials, normalize_room_url
 from appliance.pairing.service import Pairing, PairingRefused
-from appliance.room.accounts import Accounts
-from appliance.room.db import open_database
-from appliance.room.devices import Devices
-from appliance.room.rooms import Rooms
-from appliance.room.tokens import normalize_user_code
 
 log = logging.getLogger("appliance.demo")
 
@@ -51,6 +54,8 @@ STOP_TIMEOUT_S = 5.0
 RESTART_DELAY_S = 1.0
 ROOM_READY_S = 20.0
 PAIR_TIMEOUT_S = 20.0
+# Someone has to approve the code at an external room service: give them time.
+EXTERNAL_PAIR_TIMEOUT_S = 600.0
 DEMO_ROOM_NAME = "Demo entrance"
 # The room service comes right after the bus: the kiosk's daemons are paired with it by then.
 ORDER = ("bus", "room", *(n for n in daemons.START_ORDER if n != "bus"))
@@ -84,6 +89,11 @@ port = {setup_port}
 [publisher]
 audio_backend = "sim"
 room_url = "{room_url}"
+"""
+
+SIM_SECTION = """
+[sim]
+scenario = {scenario}
 """
 
 ROOM_CONFIG = """\
@@ -141,7 +151,15 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, workdir: Path, names: list[str], *, headless: bool) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        names: list[str],
+        *,
+        headless: bool,
+        room_url: str | None = None,
+        scenario: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.headless = headless
         # `make demo` on a machine with no desktop session (a server, a container): the status
@@ -152,11 +170,17 @@ class Supervisor:
         self.logs = workdir / "logs"
         self.config_file = workdir / "appliance.toml"
         self.room_config = workdir / "room.toml"
-        port = os.environ.get("APPLIANCE_DEMO_ROOM_PORT")
-        self.room_url = f"http://127.0.0.1:{int(port) if port else free_port()}"
+        # An external room service (room_url given) is someone else's: nothing of it starts here.
+        self.external_room = room_url is not None
+        self.scenario = scenario
+        if room_url is not None:
+            self.room_url = normalize_room_url(room_url)
+        else:
+            port = os.environ.get("APPLIANCE_DEMO_ROOM_PORT")
+            self.room_url = f"http://127.0.0.1:{int(port) if port else free_port()}"
         self.room_lines: list[str] = []
         self.kiosk_paired = False
-        self.order = [n for n in ORDER if n in names]
+        self.order = [n for n in ORDER if n in names and not (n == "room" and self.external_room)]
         self.children = {n: Child(n, self.run / f"notify-{n}.sock") for n in self.order}
         self.notify: list[NotifySocket] = []
         self.topic_counts: dict[str, int] = {}
@@ -176,7 +200,11 @@ class Supervisor:
             setup_port=int(os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")),
             room_url=self.room_url,
         )
+        if self.scenario is not None:
+            text += SIM_SECTION.format(scenario=json.dumps(self.scenario))  # a TOML string
         atomic_write(self.config_file, text)
+        if self.external_room:
+            return
         room = ROOM_CONFIG.format(
             port=self.room_url.rsplit(":", 1)[1],
             url=self.room_url,
@@ -285,6 +313,8 @@ class Supervisor:
                     async with asyncio.timeout(10):
                         await child.ready.wait()
                 self.spawn_task(self.count_topics(), "topics")
+                if self.external_room:
+                    await self.pair_external()
             elif name == "room":
                 try:
                     async with asyncio.timeout(ROOM_READY_S):
@@ -301,20 +331,9 @@ class Supervisor:
     def provision_room(self) -> tuple[str, str, str]:
         """An admin with a fresh random password, the demo room and a viewer link for it,
         written to the room's database before the service starts: (admin, password, room id)."""
-        conn = open_database(self.state / "room" / "room.db")
-        try:
-            now = time.time()
-            name, password = f"demo-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
-            Accounts(conn).add_admin(name, password, now)
-            rooms = Rooms(conn)
-            room = next((r for r in rooms.all() if r.name == DEMO_ROOM_NAME), None) or rooms.create(
-                DEMO_ROOM_NAME, now
-            )
-            _, invite = rooms.create_invite(room.id, "demo viewer", now, None)
-        finally:
-            conn.close()
-        self.room_lines.append(f"  viewer link:  {self.room_url}/view/{invite}")
-        return name, password, room.id
+        made = provision_room(self.state / "room" / "room.db", DEMO_ROOM_NAME)
+        self.room_lines.append(f"  viewer link:  {self.room_url}/view/{made.invite}")
+        return made.admin, made.password, made.room_id
 
     async def pair_kiosk(self, admin_name: str, room_id: str) -> None:
         """The simulated kiosk's device flow against the running room service; the admin's
@@ -325,24 +344,47 @@ class Supervisor:
             self.kiosk_paired = True  # a --workdir used before: its pairing stands
             self.room_lines.append(f"  kiosk:        paired with {creds.room_name!r} (from an earlier run)")
             return
-        conn = open_database(self.state / "room" / "room.db")
-        admin = Accounts(conn).credentials(admin_name)[0]
-        assert admin is not None
+        approver = Approver(self.state / "room" / "room.db", admin_name, room_id)
 
         def approve(status: PairingStatus) -> None:
-            code = normalize_user_code(status.user_code or "") if status.state == "code" else None
-            if code is not None:
-                Devices(conn).decide(code, room_id, admin.id, time.time())
+            if status.state == "code" and status.user_code:
+                approver.approve(status.user_code)
 
         try:
-            async with asyncio.timeout(PAIR_TIMEOUT_S):
-                creds = await Pairing(config, on_status=approve).pair_once(self.room_url)
+            await self._pair(config, approve, PAIR_TIMEOUT_S)
+        finally:
+            approver.close()
+
+    async def pair_external(self) -> None:
+        """The device flow against an external room service: each code is printed for an admin
+        of that service to approve."""
+        config = load_config(self.config_file)
+        creds = load_credentials(config.paths.state_dir)
+        self.room_lines.append(f"  room service: {self.room_url} (external: not started by the demo)")
+        if creds is not None and creds.room_url == self.room_url:
+            self.kiosk_paired = True
+            self.room_lines.append(f"  kiosk:        paired with {creds.room_name!r} (from an earlier run)")
+            return
+        shown: set[str] = set()
+
+        def show(status: PairingStatus) -> None:
+            if status.state == "code" and status.user_code and status.user_code not in shown:
+                shown.add(status.user_code)
+                where = status.verification_uri_complete or f"{self.room_url}/activate"
+                print(f"  pairing code: {status.user_code} (approve it at {where})", flush=True)
+
+        await self._pair(config, show, EXTERNAL_PAIR_TIMEOUT_S)
+
+    async def _pair(
+        self, config: AppConfig, on_status: Callable[[PairingStatus], None], timeout: float
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                creds = await Pairing(config, on_status=on_status).pair_once(self.room_url)
         except (TimeoutError, PairingRefused, ApplianceError, OSError) as exc:
             log.error("pairing the demo kiosk failed: %s", exc or type(exc).__name__)
             self.room_lines.append(f"  kiosk:        not paired ({exc or type(exc).__name__})")
             return
-        finally:
-            conn.close()
         self.kiosk_paired = True
         self.room_lines.append(f"  kiosk:        paired with {creds.room_name!r}")
 
@@ -396,18 +438,27 @@ class Supervisor:
         if "setup" in self.children:
             port = os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")
             lines.append(f"  setup page:   http://127.0.0.1:{port}/")
-        if "room" in self.children:
+        if "room" in self.children or self.external_room:
             lines.extend(self.room_lines)
         return lines
 
 
-async def _demo(workdir: Path, headless: bool, duration: float | None, report: str | None) -> int:
+async def _demo(
+    workdir: Path,
+    headless: bool,
+    duration: float | None,
+    report: str | None,
+    room_url: str | None,
+    scenario: str | None,
+) -> int:
     names = daemons.available()
-    sup = Supervisor(workdir, [n for n in ORDER if n in names], headless=headless)
+    sup = Supervisor(
+        workdir, [n for n in ORDER if n in names], headless=headless, room_url=room_url, scenario=scenario
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.stopping.set)
-    missing = [n for n in ORDER if n not in names]
+    missing = [n for n in ORDER if n not in names and not (n == "room" and sup.external_room)]
     print(f"appliance demo: running {', '.join(sup.children)} (work dir {workdir})", flush=True)
     if missing:
         print(f"  not in this build yet: {', '.join(missing)}", flush=True)
@@ -434,9 +485,24 @@ async def _demo(workdir: Path, headless: bool, duration: float | None, report: s
     return 0
 
 
-def run_demo(*, headless: bool, duration: float | None, report: str | None, workdir: str | None) -> int:
+def run_demo(
+    *,
+    headless: bool,
+    duration: float | None,
+    report: str | None,
+    workdir: str | None,
+    room_url: str | None = None,
+    scenario: str | None = None,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo %(levelname)s: %(message)s")
+    if room_url is not None:
+        try:
+            normalize_room_url(room_url)
+        except ValueError as exc:
+            raise SystemExit(f"appliance demo: --room-url: {exc}") from None
+    if scenario is not None and Path(scenario).expanduser().exists():
+        scenario = str(Path(scenario).expanduser().resolve())  # the daemons run elsewhere
     if workdir is not None:
-        return asyncio.run(_demo(Path(workdir).resolve(), headless, duration, report))
+        return asyncio.run(_demo(Path(workdir).resolve(), headless, duration, report, room_url, scenario))
     with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp), headless, duration, report))
+        return asyncio.run(_demo(Path(tmp), headless, duration, report, room_url, scenario))

@@ -7,12 +7,26 @@
 `credentials()` gives the room URL and the device token from pairing, or None while the kiosk
 is unpaired (then the link waits and asks again; `refresh()` cuts the wait short, and drops a
 connection made with credentials that changed). The device authenticates with
-`Authorization: Bearer <token>` on the upgrade. Every loss -- refused connection, dropped
-socket, missed heartbeat, the service restarting -- leads to a new attempt after an
-exponential backoff with full jitter (0.5 s doubling to 30 s), reset once a connection was
-welcomed. Messages are handed to `on_message` in order, one at a time; it must not block
-(the publisher queues per viewer). Malformed messages from the service are logged and dropped:
-a bug there must not take the kiosk's calls down.
+`Authorization: Bearer <token>` on the upgrade. Every loss leads to a new attempt after an
+exponential backoff with full jitter, reset once a connection was welcomed. How far it backs
+off depends on who said no:
+
+- the service answered and refused (an HTTP status instead of the upgrade: rate-limited,
+  overloaded, the token refused): 0.5 s doubling to 30 s. Asking again at once helps nobody.
+- no answer (no route, a connect timeout, a refused or reset connection, a dropped socket, a
+  missed heartbeat): 0.5 s doubling to only LINK_RETRY_MAX_S, so the kiosk is back within a few
+  seconds of its network (issue 8: within 5 s of the link coming back). Attempts that reach
+  nothing cost the service nothing; when it comes back after a restart, its rate limit on
+  WebSocket connections turns a crowd of kiosks into 429s, which back off the long way.
+
+A dead link is found by the WebSocket heartbeat (a ping every HEARTBEAT_S, the pong due within
+half of it), not by TCP, which may take many minutes to give up on a silent peer. An attempt's
+TCP connect is cut off after CONNECT_TIMEOUT_S: into a black hole the kernel sends its SYN again
+only after 1, 3, 7, 15, 31 s, so an attempt left to itself would notice a network that came
+back up to 16 s late; the whole handshake (TLS, the upgrade) gets HANDSHAKE_TIMEOUT_S. Messages
+are handed to `on_message` in order, one at a time; it must not block (the publisher queues per
+viewer). Malformed messages from the service are logged and dropped: a bug there must not take
+the kiosk's calls down.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import random
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 
@@ -32,8 +47,17 @@ from appliance.room import protocol
 log = logging.getLogger(__name__)
 
 WS_PATH = "/api/v1/ws"
-HEARTBEAT_S = 15.0
-CONNECT_TIMEOUT_S = 10.0
+HEARTBEAT_S = 10.0
+# An attempt's third SYN leaves 3 s in: 4 s gives it time to be answered across a slow link.
+CONNECT_TIMEOUT_S = 4.0
+HANDSHAKE_TIMEOUT_S = 15.0
+# The wait between attempts that reached nothing: at most 1.5 x this with the jitter. A network
+# that comes back is found within about 3.3 s of it: what is left of an attempt after its last
+# SYN (1 s), then the wait (up to 2.25 s).
+LINK_RETRY_MAX_S = 1.5
+
+# Why an attempt ended: the service answered no, or nothing answered (or the link dropped).
+Failure = Literal["refused", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +85,10 @@ class Backoff:
     current: float = 0.0
     rand: Callable[[], float] = random.random
 
-    def next_delay(self) -> float:
-        self.current = self.initial if self.current == 0.0 else min(self.current * 2, self.maximum)
+    def next_delay(self, maximum: float | None = None) -> float:
+        """The next delay; `maximum` caps this step lower than the usual maximum."""
+        cap = self.maximum if maximum is None else min(maximum, self.maximum)
+        self.current = self.initial if self.current == 0.0 else min(self.current * 2, cap)
         # Full jitter in [0.5, 1.5) of the step: kiosks that lost the service together (it
         # restarted) come back spread out instead of in one burst.
         return self.current * (0.5 + self.rand())
@@ -85,6 +111,8 @@ class RoomLink:
         on_unauthorized: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         heartbeat: float = HEARTBEAT_S,
+        link_retry_max: float = LINK_RETRY_MAX_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self._credentials = credentials
         self._on_message = on_message
@@ -94,6 +122,9 @@ class RoomLink:
         self._closing: asyncio.Future[bool] | None = None
         self.backoff = backoff or Backoff()
         self.heartbeat = heartbeat
+        self.link_retry_max = link_retry_max
+        self.connect_timeout = connect_timeout
+        self._generation = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
         self.connects = 0
@@ -113,17 +144,21 @@ class RoomLink:
         return True
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        # No overall timeout: it would cut the WebSocket itself off; the handshake has its own.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self._wake.clear()
                 creds = await self._credentials()
+                failure: Failure = "refused"
                 if creds is None:
                     self._fail("not paired with a room yet")
                 else:
-                    await self._session(session, creds)
+                    failure = await self._session(session, creds)
+                cap = self.link_retry_max if failure == "unreachable" else None
                 if not self._wake.is_set():
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.backoff.next_delay()):
+                        async with asyncio.timeout(self.backoff.next_delay(cap)):
                             await self._wake.wait()
 
     def refresh(self) -> None:
@@ -131,35 +166,42 @@ class RoomLink:
         and connect again with the new ones at once rather than after the backoff."""
         self.backoff.reset()
         self._wake.set()
+        self._generation += 1  # a handshake under way with the old ones is dropped when it ends
         ws = self._ws
         if ws is not None and not ws.closed:
             self._closing = asyncio.ensure_future(ws.close(code=1000, message=b"credentials changed"))
 
-    async def _session(self, session: aiohttp.ClientSession, creds: Credentials) -> None:
+    async def _session(self, session: aiohttp.ClientSession, creds: Credentials) -> Failure:
         try:
             url = ws_url(creds.room_url)
         except ValueError as exc:
             self._fail(f"bad room URL: {exc}")
-            return
+            return "refused"
+        generation = self._generation
         try:
-            ws = await session.ws_connect(
-                url,
-                headers={"Authorization": f"Bearer {creds.token}"},
-                heartbeat=self.heartbeat,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                max_msg_size=protocol.MAX_MESSAGE_BYTES,
-                autoping=True,
-            )
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                ws = await session.ws_connect(
+                    url,
+                    headers={"Authorization": f"Bearer {creds.token}"},
+                    heartbeat=self.heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    max_msg_size=protocol.MAX_MESSAGE_BYTES,
+                    autoping=True,
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
                 self._fail(f"cannot connect to {url}: the room service refused the device token")
                 self._on_unauthorized()  # pairing checks the token and forgets it if revoked
             else:
                 self._fail(f"cannot connect to {url}: {exc}")
-            return
+            return "refused"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._fail(f"cannot connect to {url}: {exc or type(exc).__name__}")
-            return
+            return "unreachable"
+        if generation != self._generation:
+            # refresh() came during the handshake: these credentials are stale already.
+            await ws.close(code=1000, message=b"credentials changed")
+            return "refused"
         self._ws = ws
         self.connects += 1
         log.info("room: connected to %s", url)
@@ -179,6 +221,7 @@ class RoomLink:
                 self.connected = False
                 self._on_state(False)
             self._fail(f"connection to {url} lost (close code {code})")
+        return "unreachable"
 
     def _dispatch(self, data: str) -> None:
         try:

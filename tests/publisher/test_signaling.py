@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from aiohttp import web
 
 from appliance.publisher.signaling import Backoff, Credentials, RoomLink, ws_url
 from appliance.room import protocol as p
@@ -40,6 +43,100 @@ def test_backoff_doubles_with_full_jitter_and_resets() -> None:
     assert high.next_delay() == pytest.approx(0.7495)
     high.reset()
     assert high.next_delay() == pytest.approx(0.7495)
+
+
+def test_backoff_step_capped_lower_for_an_unreachable_service() -> None:
+    steady = Backoff(initial=0.5, maximum=30.0, rand=lambda: 0.5)  # jitter factor exactly 1
+    assert [steady.next_delay(2.0) for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    # A refusal after that goes on doubling towards the usual maximum.
+    assert steady.next_delay() == 4.0
+    # The lower cap never raises the usual maximum.
+    small = Backoff(initial=0.5, maximum=1.0, rand=lambda: 0.5)
+    assert [small.next_delay(5.0) for _ in range(3)] == [0.5, 1.0, 1.0]
+
+
+class RecordingBackoff(Backoff):
+    """Remembers the cap asked for at each step: None for a refusal, the link's cap when
+    nothing answered."""
+
+    def __init__(self) -> None:
+        super().__init__(initial=0.05, maximum=30.0)
+        self.caps: list[float | None] = []
+        self.at: list[float] = []
+
+    def next_delay(self, maximum: float | None = None) -> float:
+        self.caps.append(maximum)
+        self.at.append(time.monotonic())
+        return super().next_delay(maximum)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose SYNs go unanswered, as into a network that went away: a
+    listener that never accepts, its queue filled by one connection (the kernel drops SYNs
+    to a full accept queue and the client retransmits them, at 1, 3, 7 s...)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()
+
+
+async def run_link(link: RoomLink, seconds: float) -> None:
+    task = asyncio.ensure_future(link.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_an_attempt_into_a_black_hole_is_cut_off_and_retried_soon(black_hole: int) -> None:
+    backoff = RecordingBackoff()
+    creds = Credentials(f"http://127.0.0.1:{black_hole}", DEVICE_TOKEN)
+
+    async def credentials() -> Credentials:
+        return creds
+
+    link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.2, connect_timeout=0.3)
+    await run_link(link, 2.0)
+    # Each attempt gave up on its SYNs after the connect timeout rather than waiting on the
+    # kernel's retransmissions, and the next came after the short cap, not the long backoff.
+    assert len(backoff.caps) >= 4, backoff.at
+    assert set(backoff.caps) == {0.2}
+    gaps = [b - a for a, b in zip(backoff.at, backoff.at[1:], strict=False)]
+    assert max(gaps) < 0.3 + 0.2 * 1.5 + 0.2, gaps
+    assert "cannot connect" in link.last_error
+
+
+async def test_a_refusal_by_the_service_backs_off_the_long_way() -> None:
+    async def overloaded(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="overloaded")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/ws", overloaded)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    backoff = RecordingBackoff()
+    creds = Credentials(f"http://127.0.0.1:{port}", DEVICE_TOKEN)
+
+    async def credentials() -> Credentials:
+        return creds
+
+    try:
+        link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.01)
+        await run_link(link, 0.5)
+    finally:
+        await runner.cleanup()
+    assert backoff.caps and set(backoff.caps) == {None}
+    assert "503" in link.last_error
 
 
 class Link:
