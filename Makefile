@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed
 # libsystemd) and of the test suite: Debian's Chromium drives the browser tests through
 # Playwright (never a downloaded browser), coturn relays the TURN test, ffmpeg checks video;
 # debootstrap builds the rootfs that tests/systemd boots with systemd as PID 1, whose units the
-# host's systemd-analyze verifies.
+# host's systemd-analyze verifies; iproute2's ip joins the network-fault test's namespaces.
 DEB_PACKAGES := gcc pkg-config libsystemd-dev python3-dev python3-venv chromium coturn ffmpeg fonts-dejavu-core \
-	debootstrap systemd
+	debootstrap systemd iproute2
 
 .PHONY: demo test deps debs lint typecheck unit bench clean image-check
 
