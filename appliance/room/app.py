@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import ssl
 import time
@@ -29,6 +28,7 @@ from appliance.room.hub import Hub
 from appliance.room.rooms import Rooms
 from appliance.room.services import SERVICES, Limits, Services
 from appliance.room.turn import IceServers
+from appliance.webguard import static_errors
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,6 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         keep = {k: exc.headers[k] for k in ("Allow", "Retry-After") if k in exc.headers}
         slug = exc.reason.lower().replace(" ", "_")
         return api.api_error(exc.status, slug, exc.reason, keep)
-
-
-@web.middleware
-async def static_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """/static/<a name past the file system's limit>: aiohttp's static route lets the OSError
-    (ENAMETOOLONG) out as a 500; no such file is a 404."""
-    try:
-        return await handler(request)
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG and request.path.startswith("/static/"):
-            raise web.HTTPNotFound() from None
-        raise
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -10,7 +10,6 @@ is not a form (multipart without its boundary or cut short, an unknown charset) 
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from appliance.setup.auth import Session, csrf_ok
 from appliance.setup.context import CTX, Context
 from appliance.setup.html import Markup, page
+from appliance.webguard import static_errors
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,6 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.HTTPException):
         raise response
     return response
-
-
-@web.middleware
-async def static_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """/static/<a name past the file system's limit>: aiohttp's static route lets the OSError
-    (ENAMETOOLONG) out as a 500; no such file is a 404."""
-    try:
-        return await handler(request)
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG and request.path.startswith("/static/"):
-            raise web.HTTPNotFound() from None
-        raise
 
 
 @web.middleware

@@ -28,6 +28,26 @@ class RoomProcess:
         return "\n".join(self.lines)
 
 
+# Fuzzing should reach the handlers, not the rate limits (429 is described and allowed, but a
+# run that only ever sees it proves little): `extra` for write_config.
+GENEROUS_LIMITS = """
+[accounts]
+login_per_address_per_min = 100000
+login_overall_per_min = 1000000
+[pairing]
+authorize_per_address_per_min = 100000
+authorize_overall_per_min = 100000
+token_per_address_per_min = 100000
+token_overall_per_min = 100000
+activate_per_address_per_min = 100000
+[rooms]
+viewer_session_per_address_per_min = 100000
+viewer_session_overall_per_min = 100000
+ws_connect_per_address_per_min = 100000
+ws_connect_overall_per_min = 100000
+"""
+
+
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "room.toml"
     config.write_text(f'[service]\nport = 0\ndatabase = "{tmp_path / "db" / "room.db"}"\n{extra}')

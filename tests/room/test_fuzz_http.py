@@ -18,33 +18,16 @@ from hypothesis import strategies as st
 
 from .fuzzing import invalid_utf8, near_valid
 from .helpers import PASSWORD
-from .process import RoomProcess, add_admin, room_process, write_config
+from .process import GENEROUS_LIMITS, RoomProcess, add_admin, room_process, write_config
 
 pytestmark = pytest.mark.slow
 
-# Fuzzing should reach the handlers, not the rate limits.
-GENEROUS = """
-[accounts]
-login_per_address_per_min = 100000
-login_overall_per_min = 1000000
-[pairing]
-authorize_per_address_per_min = 100000
-authorize_overall_per_min = 100000
-token_per_address_per_min = 100000
-token_overall_per_min = 100000
-activate_per_address_per_min = 100000
-[rooms]
-viewer_session_per_address_per_min = 100000
-viewer_session_overall_per_min = 100000
-ws_connect_per_address_per_min = 100000
-ws_connect_overall_per_min = 100000
-"""
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoomProcess]:
-    config = write_config(tmp_path_factory.mktemp("room-fuzz-http"), GENEROUS)
+    config = write_config(tmp_path_factory.mktemp("room-fuzz-http"), GENEROUS_LIMITS)
     add_admin(config, "alice", PASSWORD)
     add_admin(config, "bob", PASSWORD)  # the one the fuzzed logins may lock out
     with room_process(config) as running:

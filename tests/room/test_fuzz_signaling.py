@@ -30,24 +30,11 @@ from appliance.room.ws import MAX_STRIKES, READ_LIMIT
 
 from .fuzzing import DEEP, TO_SERVICE, Frame, bad_text_frames, frames
 from .helpers import PASSWORD, Browser, Client, Room, connect, pair_device, viewer_session
-from .process import RoomProcess, add_admin, room_process, write_config
+from .process import GENEROUS_LIMITS, RoomProcess, add_admin, room_process, write_config
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
 
-GENEROUS = """
-[pairing]
-authorize_per_address_per_min = 100000
-authorize_overall_per_min = 100000
-token_per_address_per_min = 100000
-token_overall_per_min = 100000
-activate_per_address_per_min = 100000
-[rooms]
-viewer_session_per_address_per_min = 100000
-viewer_session_overall_per_min = 100000
-ws_connect_per_address_per_min = 100000
-ws_connect_overall_per_min = 100000
-"""
 # Deep enough to have made the service's read loop raise RecursionError before ws.py's _ref
 # read only the "type" (test_deep_nesting_gets_an_error_reply).
 STORM_DEPTH = DEEP
@@ -111,7 +98,7 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    config = write_config(tmp_path_factory.mktemp("room-fuzz-ws"), GENEROUS)
+    config = write_config(tmp_path_factory.mktemp("room-fuzz-ws"), GENEROUS_LIMITS)
     add_admin(config, "alice", PASSWORD)
     loop = asyncio.new_event_loop()
     with room_process(config) as service:

@@ -16,30 +16,15 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from appliance.room import openapi
 
-from .process import RoomProcess, room_process, write_config
+from .process import GENEROUS_LIMITS, RoomProcess, room_process, write_config
 
 pytestmark = pytest.mark.slow
-
-# Fuzzing should reach the handlers, not the rate limits (429 is described and allowed, but a
-# run that only ever sees it proves little).
-GENEROUS = """
-[pairing]
-authorize_per_address_per_min = 100000
-authorize_overall_per_min = 100000
-token_per_address_per_min = 100000
-token_overall_per_min = 100000
-[rooms]
-viewer_session_per_address_per_min = 100000
-viewer_session_overall_per_min = 100000
-ws_connect_per_address_per_min = 100000
-ws_connect_overall_per_min = 100000
-"""
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoomProcess]:
     tmp = tmp_path_factory.mktemp("room-openapi")
-    with room_process(write_config(tmp, GENEROUS)) as running:
+    with room_process(write_config(tmp, GENEROUS_LIMITS)) as running:
         yield running
         assert "Traceback" not in running.log, running.log
 
