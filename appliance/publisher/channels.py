@@ -66,6 +66,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from appliance.bus.topics import ResultName, ScreeningStateName
+from appliance.jsonwire import decode_message
 
 PROTOCOL = 1
 TELEMETRY = "telemetry"
@@ -201,28 +202,7 @@ def encode(msg: Msg) -> str:
 
 
 def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object], limit: int | None) -> object:
-    try:
-        raw = data.encode() if isinstance(data, str) else data
-    except UnicodeEncodeError:  # a lone surrogate: no peer can have sent it as UTF-8
-        raise ChannelProtocolError("bad-json", "the message is not valid UTF-8") from None
-    if limit is not None and len(raw) > limit:
-        raise ChannelProtocolError("too-large", f"{len(raw)} bytes; the limit is {limit}")
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        if "Invalid value" in text and "`$.type`" in text:
-            raise ChannelProtocolError("unknown-type", text) from None
-        raise ChannelProtocolError("bad-message", text) from None
-    except msgspec.DecodeError as exc:
-        raise ChannelProtocolError("bad-json", str(exc)) from None
-    except UnicodeDecodeError:
-        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string: a
-        # binary data-channel message carries any bytes.
-        raise ChannelProtocolError("bad-json", "the message is not valid UTF-8") from None
-    except RecursionError:
-        # msgspec's own depth guard ("[[[[..." a few kB long): it unwound cleanly.
-        raise ChannelProtocolError("bad-json", "the message is nested too deeply") from None
+    return decode_message(data, decoder, limit, ChannelProtocolError)
 
 
 def decode_from_viewer(data: str | bytes) -> FromViewer:

@@ -41,6 +41,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.jsonwire import decode_message
+
 MAX_MESSAGE_BYTES = 64 * 1024
 # Per connection: a burst of RATE_BURST messages, refilled at RATE_PER_S.
 RATE_PER_S = 20.0
@@ -176,35 +178,8 @@ class ProtocolError(ValueError):
         self.code: ErrorCode = code
 
 
-def _raw(data: str | bytes) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return data.encode()
-    except UnicodeEncodeError:  # a lone surrogate: no peer can have sent it as UTF-8
-        raise ProtocolError("bad-json", "the message is not valid UTF-8") from None
-
-
 def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object]) -> object:
-    raw = _raw(data)
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too-large", f"message of {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        if "Invalid value" in text and "`$.type`" in text:
-            raise ProtocolError("unknown-type", text) from None
-        raise ProtocolError("bad-message", text) from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError("bad-json", str(exc)) from None
-    except UnicodeDecodeError:
-        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
-        raise ProtocolError("bad-json", "the message is not valid UTF-8") from None
-    except RecursionError:
-        # msgspec's own depth guard, for arrays or objects nested some thousand levels deep
-        # (a few kB of "[[[["): it unwound cleanly, so this is just another malformed message.
-        raise ProtocolError("bad-json", "the message is nested too deeply") from None
+    return decode_message(data, decoder, MAX_MESSAGE_BYTES, ProtocolError)
 
 
 class _Kind(msgspec.Struct):
