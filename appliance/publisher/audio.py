@@ -22,11 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.publisher.microphone import (
     FRAME_MS,
@@ -36,6 +34,7 @@ from appliance.publisher.microphone import (
     AudioDeviceError,
     Microphone,
 )
+from appliance.publisher.packettrack import PacketTrack
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +76,16 @@ def clock_pts(now: float | None = None) -> int:
     return round((time.monotonic() if now is None else now) * SAMPLE_RATE)
 
 
-class OpusTrack(MediaStreamTrack):
+class OpusTrack(PacketTrack):
     kind = "audio"
 
     def __init__(self, feed: OpusFeed) -> None:
-        super().__init__()
+        super().__init__(maxlen=TRACK_QUEUE)
         self._feed = feed
-        self._queue: deque[av.Packet] = deque(maxlen=TRACK_QUEUE)
-        self._waiter: asyncio.Future[None] | None = None
         self.listening = False
-        self.sent = 0
 
     async def recv(self) -> av.Packet:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self.sent += 1
-        return self._queue.popleft()
+        return await self._next_packet()
 
     def listen(self, on: bool) -> None:
         """The viewer unmuted (True) or muted (False) the kiosk's sound."""
@@ -108,16 +95,12 @@ class OpusTrack(MediaStreamTrack):
 
     def offer(self, packet: av.Packet) -> None:
         self._queue.append(packet)  # a full deque drops its oldest
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
 
     def stop(self) -> None:
         super().stop()
-        self._queue.clear()
         self.listening = False
         self._feed._remove(self)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class OpusFeed:

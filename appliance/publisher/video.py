@@ -39,18 +39,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Protocol, cast
 
 import av
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.bus.client import Subscription
 from appliance.bus.topics import H264AccessUnit
 from appliance.publisher.keyframes import KeyframeRequests
+from appliance.publisher.packettrack import PacketTrack
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SharedPacketizer:
         return cast(tuple[list[bytes], int], done)
 
 
-class PassthroughTrack(MediaStreamTrack):
+class PassthroughTrack(PacketTrack):
     """One viewer's view of the camera feed: av.Packets, starting at an IDR."""
 
     kind = "video"
@@ -91,11 +91,8 @@ class PassthroughTrack(MediaStreamTrack):
     def __init__(self, feed: CameraFeed) -> None:
         super().__init__()
         self._feed = feed
-        self._queue: deque[av.Packet] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._started = False
         self.need_keyframe = True
-        self.sent = 0
         self.skipped = 0  # access units dropped while waiting for an IDR
         self.overflows = 0
 
@@ -106,16 +103,7 @@ class PassthroughTrack(MediaStreamTrack):
             self._started = True
             if self.need_keyframe:
                 self._feed.want_keyframe()
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self.sent += 1
-        return self._queue.popleft()
+        return await self._next_packet()
 
     def offer(self, packet: av.Packet, keyframe: bool) -> None:
         """A new access unit from the feed (called on the event loop)."""
@@ -142,13 +130,7 @@ class PassthroughTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._queue.clear()
         self._feed._tracks.discard(self)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class CameraFeed:
