@@ -27,6 +27,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from appliance.bench.measure import quantile
 from appliance.bus.client import BusClient
 from appliance.bus.framing import PREFIX, encode_frame
 from appliance.bus.topics import Scratch
@@ -35,11 +36,6 @@ PAYLOAD = b"x" * 185  # with the counter, the msgpack payload is 200 bytes
 TOPIC = "test.bench"
 END_TOPIC = "test.state.bench_end"
 SUBSCRIBERS = 3
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- the bus ---------------------------------------------------------------------------------
@@ -376,10 +372,10 @@ def bench_bus(*, quick: bool = False) -> dict[str, Any]:
     return {
         "throughput_msgs_per_s": round(bus_tp["rate"]),
         "rtt_p50_ms": round(statistics.median(bus_rtt), 4),
-        "rtt_p99_ms": round(_quantile(bus_rtt, 0.99), 4),
+        "rtt_p99_ms": round(quantile(bus_rtt, 0.99), 4),
         "baseline_throughput_msgs_per_s": round(base_tp["rate"]),
         "baseline_rtt_p50_ms": round(statistics.median(base_rtt), 4),
-        "baseline_rtt_p99_ms": round(_quantile(base_rtt, 0.99), 4),
+        "baseline_rtt_p99_ms": round(quantile(base_rtt, 0.99), 4),
         "throughput_vs_baseline": round(bus_tp["rate"] / base_tp["rate"], 3) if base_tp["rate"] else None,
         "messages": n,
         "message_bytes": 200,

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from appliance.bench.measure import cpu_seconds, quantile
 from appliance.demo.notify import parse_notify
 from appliance.room import protocol as p
 from appliance.room.db import open_database
@@ -56,11 +57,6 @@ ws_connect_per_address_per_min = 1000000
 ws_connect_overall_per_min = 1000000
 """
 _READY = re.compile(r"listening on (http://\S+)")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def provision(db: Path, rooms: int) -> list[tuple[str, str]]:
@@ -190,11 +186,6 @@ def _load_process(
 # --- the service (its own process) -------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start_service(config: Path, notify_path: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start `appliance run room`; its URL comes in its READY notification, as systemd gets it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -245,10 +236,10 @@ def bench_room(quick: bool = False) -> dict[str, Any]:
                 w.start()
             for _ in workers:
                 ready.get(timeout=120)
-            cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
             go.set()
             results = [out.get(timeout=seconds + 120) for _ in workers]
-            cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
             for w in workers:
                 w.join(30)
         finally:
@@ -267,7 +258,7 @@ def bench_room(quick: bool = False) -> dict[str, Any]:
         "viewers": sum(r["viewers"] for r in results),
         "devices": sum(r["devices"] for r in results),
         "relay_rtt_p50_ms": round(statistics.median(rtts), 3),
-        "relay_rtt_p99_ms": round(_quantile(rtts, 0.99), 3),
+        "relay_rtt_p99_ms": round(quantile(rtts, 0.99), 3),
         "relay_rtt_max_ms": round(max(rtts), 3),
         "round_trips": len(rtts),
         "round_trips_lost": sum(r["lost"] for r in results),

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.bench.measure import cpu_seconds
+
 ROOM = "room"
 STARTUP_TIMEOUT_S = 120.0
 VIEWER_VIDEO_TIMEOUT_S = 45.0
@@ -83,11 +85,6 @@ def daemon_pids(parent: int) -> dict[str, int]:
     return found
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def sample_process(pid: int) -> dict[str, float] | None:
     """VmRSS, PSS and USS (MB), open fds (and of them those that are not paths: sockets, pipes,
     event fds), threads and CPU seconds of one process; None when it is gone."""
@@ -103,7 +100,7 @@ def sample_process(pid: int) -> dict[str, float] | None:
             fds += 1
             with contextlib.suppress(OSError):  # closed in between
                 nonfile += not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/")
-        cpu = _cpu_seconds(pid)
+        cpu = cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
     pss_kb = uss_kb = 0

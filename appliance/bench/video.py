@@ -51,6 +51,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from appliance.bench.measure import cpu_seconds, quantile
 from appliance.bench.room import _start_service, provision
 from appliance.demo.notify import parse_notify
 
@@ -106,16 +107,6 @@ viewer_session_overall_per_min = 1000000
 ws_connect_per_address_per_min = 1000000
 ws_connect_overall_per_min = 1000000
 """
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the kiosk's daemons -------------------------------------------------------------------------
@@ -406,10 +397,10 @@ def _cpu_runs(
             if len(first) != count or not all(first):
                 raise RuntimeError(f"{mode}: not every viewer got video ({first})")
             time.sleep(3.0)  # past the start: ICE, DTLS, the first keyframe, a listener's audio
-            cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
             cmd.put("go")
             time.sleep(seconds)
-            cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+            cpu1, t1 = cpu_seconds(pid), time.monotonic()
             cmd.put("stop")
             frames = _expect(out, "frames", 30)
             results[count] = {
@@ -523,10 +514,10 @@ def bench_video(quick: bool = False) -> dict[str, Any]:
         try:
             kiosk.start("bus")
             camera = kiosk.start("camera")
-            camera_cpu0, camera_t0 = _cpu_seconds(camera.pid), time.monotonic()
+            camera_cpu0, camera_t0 = cpu_seconds(camera.pid), time.monotonic()
             video_only = _scenario(kiosk, room, seconds, listen=False)
             full_call = _scenario(kiosk, room, seconds, listen=True)
-            camera_cpu = (_cpu_seconds(camera.pid) - camera_cpu0) / (time.monotonic() - camera_t0)
+            camera_cpu = (cpu_seconds(camera.pid) - camera_cpu0) / (time.monotonic() - camera_t0)
             ctx = mp.get_context("spawn")
             ready: Any = ctx.Queue()
             pub = ctx.Process(target=_publisher_process, args=("passthrough", kiosk.env, base, token, ready))
@@ -551,7 +542,7 @@ def bench_video(quick: bool = False) -> dict[str, Any]:
     return {
         **video_only,
         "g2g_p50_ms": round(statistics.median(lat), 1),
-        "g2g_p95_ms": round(_quantile(lat, 0.95), 1),
+        "g2g_p95_ms": round(quantile(lat, 0.95), 1),
         "join_to_first_frame_ms": round(max(browser["join_ms"]), 1),
         "join_to_first_frame_all_ms": [round(x, 1) for x in browser["join_ms"]],
         "full_call": full_call,
