@@ -37,6 +37,8 @@ from appliance.errors import FrameError
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
+# Enum members looked up once: attribute access on an Enum class is slow on the routing path.
+_STATE, _EVENT = Delivery.STATE, Delivery.EVENT
 _HIGH_WATER = 1024 * 1024
 # An in-flight request is forgotten after this long: far beyond any client's timeout, so the
 # requester gave up long ago; a late reply is then dropped like any stale one.
@@ -76,6 +78,8 @@ class Connection(asyncio.Protocol):
         self.peer: tuple[int, int, int] = (0, -1, -1)
         self.patterns: list[str] = []
         self.paused = False
+        # Frames for this client produced by the current read, written together by flush().
+        self.out: list[bytes | memoryview] = []
         self.pending = _Pending()
         self.closed = False
         self.dropped = 0
@@ -113,6 +117,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         frames = self.decoder.feed(data)
         broker = self.broker
+        broker.stats.frames_in += len(frames)
         for frame in frames:
             if self.closed:
                 return
@@ -147,12 +152,15 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         if not self.paused:
-            self.broker.out_batch.setdefault(self, []).append(data)
+            out = self.out
+            if not out:
+                self.broker.out_batch.append(self)
+            out.append(data)
             return
         pending = self.pending
         # Held frames outlive this read: copy them out of the socket chunk they view.
         data = bytes(data)
-        if delivery is Delivery.EVENT:
+        if delivery is _EVENT:
             pending.counter += 1
             pending.frames[pending.counter] = data
             pending.events += 1
@@ -170,7 +178,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         self.closed = True
-        self.broker.out_batch.pop(self, None)
+        self.out = []
         # Nothing more goes out after the err frame: release what was held for this client.
         self.pending = _Pending()
         with contextlib.suppress(Exception):
@@ -206,7 +214,8 @@ class Broker:
         self._routes: dict[str, list[Connection]] = {}
         self.topic_counts: dict[str, int] = {}
         self.stats = BrokerStats()
-        self.out_batch: dict[Connection, list[bytes | memoryview]] = {}
+        # Connections with frames waiting in their `out` list for the end of the current read.
+        self.out_batch: list[Connection] = []
         self._decoders: dict[type, msgspec.msgpack.Decoder[object]] = {}
         # Per published topic, its spec and payload decoder: the hot path is one dict lookup.
         self._pub_specs: dict[str, tuple[TopicSpec, msgspec.msgpack.Decoder[object]]] = {}
@@ -226,7 +235,7 @@ class Broker:
         if conn not in self.clients:
             return
         self.clients.discard(conn)
-        self.out_batch.pop(conn, None)
+        conn.out = []
         if conn.patterns:
             self._routes.clear()
         for method in [m for m, c in self.servers.items() if c is conn]:
@@ -275,7 +284,6 @@ class Broker:
         return entry
 
     def handle(self, conn: Connection, frame: Frame) -> None:
-        self.stats.frames_in += 1
         env = frame.env
         kind = env.kind
         topic = env.topic
@@ -294,15 +302,25 @@ class Broker:
                 raise FrameError(f"{topic}: payload is not a valid {spec.type.__name__}: {exc}") from None
             counts = self.topic_counts
             counts[topic] = counts.get(topic, 0) + 1
-            raw: bytes | memoryview = frame.raw
+            raw: bytes | memoryview | None = frame.raw
+            assert raw is not None  # the broker's decoders keep the frame bytes
             delivery = spec.delivery
-            if delivery is Delivery.STATE:
+            if delivery is _STATE:
                 raw = self.retained[topic] = bytes(raw)
             targets = self._routes.get(topic)
             if targets is None:
                 targets = self.route(topic)
+            out_batch = self.out_batch
             for target in targets:
-                target.send(raw, delivery, topic)
+                # Connection.send inlined for the common case, a client keeping up: this loop
+                # runs for every subscriber of every message.
+                if target.paused or target.closed:
+                    target.send(raw, delivery, topic)
+                    continue
+                out = target.out
+                if not out:
+                    out_batch.append(target)
+                out.append(raw)
             return
         if len(topic) > MAX_TOPIC:
             raise FrameError(f"topic name of {len(topic)} characters; the limit is {MAX_TOPIC}")
@@ -414,8 +432,10 @@ class Broker:
         batch = self.out_batch
         if not batch:
             return
-        self.out_batch = {}
-        for conn, frames in batch.items():
+        self.out_batch = []
+        for conn in batch:
+            frames = conn.out
+            conn.out = []
             if conn.closed or conn.transport is None:
                 continue
             self.stats.frames_out += len(frames)

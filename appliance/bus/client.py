@@ -22,7 +22,6 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +35,11 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M")
 Handler = Callable[[Any], Awaitable[Message]]
+
+# Enum members looked up once: attribute access on an Enum class is slow on the publish path.
+_STATE, _EVENT, _TELEMETRY = Delivery.STATE, Delivery.EVENT, Delivery.TELEMETRY
+# Bound on the per-client cache of topic specs (scratch topics are open-ended).
+_MAX_CACHED_TOPICS = 4096
 
 # A connection that lasted less than this is treated like a failed connect for the backoff.
 _HEALTHY_S = 1.0
@@ -53,8 +57,14 @@ def _decode(typ: type[M], payload: msgspec.Raw | bytes) -> M:
     return result
 
 
-@dataclass(slots=True)
-class Received:
+class Received(msgspec.Struct, gc=False):
+    """One message as a subscriber gets it.
+
+    gc=False: it holds a decoded message and bytes, never anything that points back at it, so
+    it cannot be part of a reference cycle. Untracked, the messages waiting in a subscription
+    queue are not walked by every collection (see Frame in framing.py for the measured cost).
+    """
+
     topic: str
     seq: int
     ts: float
@@ -81,7 +91,7 @@ class Subscription:
 
     def _put(self, item: Received, delivery: Delivery) -> None:
         if len(self.queue) >= self.maxsize:
-            if delivery is Delivery.EVENT:
+            if delivery is _EVENT:
                 self.client._hold_reading(self)
             else:
                 self.queue.popleft()
@@ -104,7 +114,7 @@ class Subscription:
             finally:
                 self._waiter = None
         item = self.queue.popleft()
-        if len(self.queue) <= self.maxsize // 2:
+        if self.client._held and len(self.queue) <= self.maxsize // 2:
             self.client._release_reading(self)
         return item
 
@@ -124,7 +134,8 @@ class Subscription:
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: BusClient) -> None:
         self.client = client
-        self.decoder = FrameDecoder(client.max_frame)
+        # A client never forwards a frame, so it does not keep a view of each one's bytes.
+        self.decoder = FrameDecoder(client.max_frame, keep_raw=False)
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.paused = False
@@ -196,6 +207,7 @@ class BusClient:
         self._sent: dict[int, bytes] = {}
         self._ids = itertools.count(1)
         self._seqs: dict[str, int] = {}
+        self._pub_specs: dict[str, TopicSpec] = {}
         self._states: dict[str, bytes] = {}
         # Last state value received per topic: the broker sends retained values only for the
         # first subscription to a pattern, so later ones on this client are served from here.
@@ -326,9 +338,14 @@ class BusClient:
     # --- publishing -------------------------------------------------------------------------
 
     def _spec(self, topic: str) -> TopicSpec:
-        spec = topic_spec(topic)
+        spec = self._pub_specs.get(topic)
         if spec is None:
-            raise FrameError(f"unknown topic {topic!r}: declare it in appliance/bus/topics.py")
+            spec = topic_spec(topic)
+            if spec is None:
+                raise FrameError(f"unknown topic {topic!r}: declare it in appliance/bus/topics.py")
+            if len(self._pub_specs) >= _MAX_CACHED_TOPICS:
+                self._pub_specs.clear()  # scratch topics are open-ended; the real ones are few
+            self._pub_specs[topic] = spec
         return spec
 
     def publish_nowait(
@@ -357,18 +374,19 @@ class BusClient:
             ts=time.monotonic() if ts is None else ts,
             attachment=attachment,
         )
-        if spec.delivery is Delivery.STATE:
+        delivery = spec.delivery
+        if delivery is _STATE:
             self._states[topic] = frame
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.lost.done():
-            self._write(proto, frame, spec.delivery is Delivery.EVENT)
+            self._write(proto, frame, delivery is _EVENT)
             return True
-        if spec.delivery is Delivery.EVENT:
+        if delivery is _EVENT:
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped_while_down += 1
             self._outbox.append(frame)
             return True
-        if spec.delivery is Delivery.TELEMETRY:
+        if delivery is _TELEMETRY:
             self.dropped_while_down += 1
             return False
         return True
@@ -557,7 +575,7 @@ class BusClient:
                 log.warning("dropping invalid %s message: %s", topic, exc)
                 return
             rx = Received(topic, env.seq, env.ts, msg, frame.attachment)
-            if delivery is Delivery.STATE:
+            if delivery is _STATE:
                 self._retained[topic] = rx
             for sub in targets:
                 sub._put(rx, delivery)

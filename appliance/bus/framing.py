@@ -74,16 +74,22 @@ def decode_header(header: bytes | memoryview) -> Envelope:
         raise FrameError(f"malformed envelope: {exc}") from None
 
 
-class Frame(msgspec.Struct, frozen=True):
+class Frame(msgspec.Struct, frozen=True, gc=False):
     """One decoded frame: the envelope, the attachment, and the exact bytes it came in.
 
     `raw` is a zero-copy view into the received chunk, so the broker forwards a frame without
-    copying it; keep `bytes(raw)` for anything stored beyond the current read.
+    copying it; keep `bytes(raw)` for anything stored beyond the current read. A decoder made
+    with keep_raw=False (the clients, which never forward) leaves it None.
+
+    gc=False: a frame holds only bytes, a view of bytes and an envelope of scalars, so it can
+    never be part of a reference cycle. Tracked, the thousands decoded per second fill the
+    collector's youngest generation and trigger collections that cost about a third of the
+    receive path (measured: 2.0 against 1.35 us per message with the collector off).
     """
 
     env: Envelope
     attachment: bytes | None
-    raw: memoryview
+    raw: memoryview | None
 
 
 class FrameDecoder:
@@ -95,8 +101,9 @@ class FrameDecoder:
     partial frame left from the previous read) that is the chunk the socket gave us, uncopied.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, keep_raw: bool = True) -> None:
         self.max_frame = max_frame
+        self.keep_raw = keep_raw
         self._buf = bytearray()
         # Set when the stream turned bad; the frames decoded before it are still returned so
         # the caller handles them before it closes the connection.
@@ -127,6 +134,7 @@ class FrameDecoder:
         unpack = PREFIX.unpack_from
         decode = _envelope_decoder.decode
         max_frame = self.max_frame
+        keep_raw = self.keep_raw
         while end - pos >= PREFIX_SIZE:
             hlen, alen = unpack(data, pos)
             if hlen == 0 or hlen > MAX_HEADER:
@@ -145,7 +153,7 @@ class FrameDecoder:
                 self.error = FrameError(f"malformed envelope: {exc}")
                 return frames
             att = data[hstart + hlen : pos + total] if alen else None
-            frames.append(Frame(env, att, view[pos : pos + total]))
+            frames.append(Frame(env, att, view[pos : pos + total] if keep_raw else None))
             pos += total
         if pos < end:
             self._buf += view[pos:]
