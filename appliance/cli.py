@@ -14,6 +14,8 @@ Command = Callable[[argparse.Namespace], int]
 
 def _run(args: argparse.Namespace) -> int:
     from appliance import daemons
+
+    daemons.prepare(args.daemon)  # before the runtime imports asyncio and the daemon its libraries
     from appliance.config import load_config
     from appliance.runtime import run_daemon, setup_logging
 

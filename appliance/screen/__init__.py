@@ -20,7 +20,29 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # pygame prints a banner to stdout on import; a daemon's stdout goes to the journal, and the
 # benchmark's stdout is its JSON.
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+def import_pygame() -> None:
+    """Import pygame without setuptools' pkg_resources (the screen daemon calls this first).
+
+    pygame.pkgdata (which pygame's __init__ imports, for freeze tools) takes pkg_resources
+    when it is installed; that import scans every installed distribution and pulls in email,
+    http and more: ~8 MB of RSS for the screen daemon, to find pygame's own default font.
+    Without it pkgdata opens the file next to pygame's module, which is where it is. Only
+    this import sees pkg_resources as missing: anything importing it later gets it.
+
+    Not done when this package is imported: the setup page imports `frames` (numpy only)
+    and must not load pygame for it.
+    """
+    if "pygame" in sys.modules or "pkg_resources" in sys.modules:
+        return
+    sys.modules["pkg_resources"] = None  # type: ignore[assignment]
+    try:
+        import pygame  # noqa: F401
+    finally:
+        del sys.modules["pkg_resources"]

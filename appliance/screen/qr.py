@@ -13,7 +13,6 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 import pygame
-import segno
 
 QUIET_ZONE = 4
 
@@ -22,6 +21,10 @@ QUIET_ZONE = 4
 def modules(data: str) -> npt.NDArray[np.bool_]:
     """True = dark module, quiet zone included. Error correction M (15 %): enough for a
     screen, and a smaller symbol than Q or H for the same URL."""
+    # Imported when a code is first drawn, not with the screen: segno's writers import
+    # urllib, http and xml (~6 MB of RSS), and a paired kiosk shows no QR code at all.
+    import segno
+
     symbol = segno.make(data, error="m", micro=False)
     rows = [list(row) for row in symbol.matrix_iter(scale=1, border=QUIET_ZONE)]
     grid = np.array(rows, dtype=bool)

@@ -13,17 +13,21 @@ import datetime
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from appliance.config import load_config
 from appliance.errors import ApplianceError, StateError
-from appliance.screening.events import EventStore, StoredEvent, path_in
-from appliance.screening.export import iso_utc, write_csv
 from appliance.screening.units import format_temperature
 from appliance.setup.app import ctx_of, render
 from appliance.setup.chart import Point, chart_svg
 from appliance.setup.html import Markup, h, join, notice
+
+if TYPE_CHECKING:
+    # The store (sqlite3) and the CSV writer load when the page is first asked for, not with
+    # the setup daemon, which runs all day (~1.6 MB of RSS).
+    from appliance.screening.events import StoredEvent
 
 TABLE_ROWS = 200
 RESULTS = ("normal", "elevated", "retry")
@@ -83,6 +87,8 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
 
 
 def _events(state_dir: str, filters: Filters) -> list[StoredEvent]:
+    from appliance.screening.events import EventStore, path_in
+
     try:
         store = EventStore.open_readonly(path_in(state_dir))
     except StateError as exc:
@@ -171,6 +177,8 @@ async def export(request: web.Request) -> web.Response:
         events = await asyncio.to_thread(_events, str(ctx.config.paths.state_dir), filters)
     except StateError as exc:
         raise web.HTTPInternalServerError(text=f"the events cannot be read: {exc}\n") from None
+    from appliance.screening.export import iso_utc, write_csv
+
     stamp = iso_utc(datetime.datetime.now().timestamp())[:10]
     out = io.StringIO()
     write_csv(events, out)

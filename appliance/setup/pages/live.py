@@ -16,14 +16,11 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from appliance.bus.framering import FrameRingReader, ring_path
 from appliance.camera import PREVIEW_RING
 from appliance.errors import StateError
-from appliance.screen.frames import to_rgb
 from appliance.setup.app import COOKIE, ctx_of, render, same_origin
 from appliance.setup.context import Context
 from appliance.setup.html import Markup
-from appliance.setup.png import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +45,12 @@ async def live_page(request: web.Request) -> web.Response:
 
 
 def _snapshot_png(run_dir: str) -> bytes:
+    # Imported here, not with the page: these need numpy (~12 MB of RSS), and the setup daemon
+    # runs all day while a technician asks for a snapshot now and then.
+    from appliance.bus.framering import FrameRingReader, ring_path
+    from appliance.screen.frames import to_rgb
+    from appliance.setup.png import encode_png
+
     with FrameRingReader.open(ring_path(PREVIEW_RING, run_dir)) as reader:
         frame = reader.latest()
         if frame is None:
