@@ -28,7 +28,7 @@ from appliance.room.hub import Hub
 from appliance.room.rooms import Rooms
 from appliance.room.services import SERVICES, Limits, Services
 from appliance.room.turn import IceServers
-from appliance.webguard import static_errors
+from appliance.webguard import log_bad_requests_briefly, static_errors
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def make_app(
         limits=Limits.from_config(config),
     )
     _purge(services)
+    log_bad_requests_briefly()
     app = web.Application(client_max_size=MAX_BODY, middlewares=[api_errors, static_errors])
     app[SERVICES] = services
     api.add_routes(app)

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from appliance.setup.auth import Session, csrf_ok
 from appliance.setup.context import CTX, Context
 from appliance.setup.html import Markup, page
-from appliance.webguard import static_errors
+from appliance.webguard import log_bad_requests_briefly, static_errors
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
 def make_app(ctx: Context) -> web.Application:
     from appliance.setup.pages import ROUTE_MODULES
 
+    log_bad_requests_briefly()
     app = web.Application(middlewares=[security_headers, static_errors, sessions], client_max_size=MAX_BODY)
     app[CTX] = ctx
     for module in ROUTE_MODULES:
