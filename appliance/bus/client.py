@@ -151,8 +151,7 @@ class _Protocol(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
-            self.client._on_frame(frame)
+        self.client._on_frames(self.decoder.feed(data))
         if self.decoder.error is not None and self.transport is not None:
             log.error("bus: malformed frame from the broker (%s); reconnecting", self.decoder.error)
             self.transport.close()
@@ -557,29 +556,38 @@ class BusClient:
         self._routes[topic] = route
         return route
 
-    def _on_frame(self, frame: Frame) -> None:
-        env = frame.env
-        kind = env.kind
-        if kind == "pub":
+    def _on_frames(self, frames: list[Frame]) -> None:
+        # The loop over a read's frames lives here, not in a call per frame: published messages
+        # are most of the traffic and this is the subscriber's whole per-message path.
+        routes = self._routes
+        for frame in frames:
+            env = frame.env
+            if env.kind != "pub":
+                self._on_control(frame)
+                continue
             topic = env.topic
             try:
-                route = self._routes[topic]
+                route = routes[topic]
             except KeyError:
                 route = self._route(topic)
             if route is None:
-                return
+                continue
             targets, delivery, decoder = route
             try:
                 msg = decoder.decode(env.payload)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("dropping invalid %s message: %s", topic, exc)
-                return
+                continue
             rx = Received(topic, env.seq, env.ts, msg, frame.attachment)
             if delivery is _STATE:
                 self._retained[topic] = rx
             for sub in targets:
                 sub._put(rx, delivery)
-        elif kind in ("rep", "err"):
+
+    def _on_control(self, frame: Frame) -> None:
+        env = frame.env
+        kind = env.kind
+        if kind in ("rep", "err"):
             if env.seq == 0 and kind == "err":
                 info = _error_info(env.payload)
                 self.last_error = info
