@@ -202,7 +202,9 @@ class Broker:
         self.event_queue = event_queue
         self.allowed_uids = {0, os.getuid(), *allowed_uids}
         self.allowed_gids = set(allowed_gids)
-        self.clients: set[Connection] = set()
+        # Insertion-ordered (a dict, not a set): fan-out goes to subscribers in the order they
+        # connected, the same on every run.
+        self.clients: dict[Connection, None] = {}
         self.retained: dict[str, bytes] = {}
         self.servers: dict[str, Connection] = {}
         # In-flight requests: broker id -> (requester, requester's id, method, server).
@@ -228,13 +230,13 @@ class Broker:
         return uid in self.allowed_uids or gid in self.allowed_gids
 
     def add(self, conn: Connection) -> None:
-        self.clients.add(conn)
+        self.clients[conn] = None
         self.stats.connections += 1
 
     def remove(self, conn: Connection) -> None:
         if conn not in self.clients:
             return
-        self.clients.discard(conn)
+        del self.clients[conn]
         conn.out = []
         if conn.patterns:
             self._routes.clear()
@@ -316,6 +318,10 @@ class Broker:
                 # runs for every subscriber of every message.
                 if target.paused or target.closed:
                     target.send(raw, delivery, topic)
+                    # Cutting a client off flushes (Broker.remove), which starts a new batch
+                    # list: appending to the old one would strand the frames of the targets
+                    # after this one.
+                    out_batch = self.out_batch
                     continue
                 out = target.out
                 if not out:

@@ -76,6 +76,8 @@ async def test_slow_event_subscriber_is_cut_off(
     make_broker: Callable[..., Awaitable[Broker]], sock_path: Path, make_client: MakeClient
 ) -> None:
     broker = await make_broker(event_queue=16)
+    # The slow one connects first, so the broker fans out to it first: it is cut off in the
+    # middle of a fan-out, and the fast one after it must still get that frame and the rest.
     slow = await slow_subscriber(broker, sock_path, "test.event.x")
     fast_bus = await make_client("fast")
     fast = fast_bus.subscribe("test.event.x", maxsize=N)
