@@ -7,7 +7,7 @@ database), the publisher under test, and the viewers (aiortc in a load process; 
 Debian's headless Chromium on the viewer page). The publisher runs `PublisherService` exactly as
 `appliance run publisher` does; only its video source differs between the runs:
 
-    passthrough   CameraFeed: camera.h264 passed through, packetised per viewer (the product)
+    passthrough   CameraFeed: camera.h264 passed through, packetised once, sent to each viewer (the product)
     reencode      aiortc's own way: raw 640x480 frames -> MediaRelay -> one libx264 encoder per
                   viewer (aiortc's H264Encoder), as a publisher that does not pass through would
     encode        the same with one viewer: software encoding in the publisher

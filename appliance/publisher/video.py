@@ -12,8 +12,10 @@ Nothing is decoded or encoded here.
 
 Packetising is the same work for every viewer, so it is done once: `SharedPacketizer` stands in
 for each passthrough sender's H264Encoder and keeps the payloads aiortc's own packetiser made
-on the packet itself (`av.Packet.opaque`), for the other senders to reuse. What remains per
-viewer is what has to be: RTP headers, SRTP, the socket. peer.py installs it in aiortc's private
+(`FullFragments`: FU-A fragments cut full rather than even, for UDP GSO) on the packet itself
+(`av.Packet.opaque`), for the other senders to reuse. What remains per viewer is what has to
+be: RTP headers, SRTP, the socket (aiortc_sender_loop.py does those with less work per packet
+than aiortc's own loop). peer.py installs it in aiortc's private
 `_RTCRtpSender__encoder` slot, which the sender fills with its own encoder only when empty; if a
 future aiortc renamed that slot, the sender would simply pack for itself again (slower, still
 correct), and tests/publisher/test_video.py would say so.
@@ -44,7 +46,7 @@ from fractions import Fraction
 from typing import Protocol, cast
 
 import av
-from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.h264 import FU_A_HEADER_SIZE, NAL_HEADER_SIZE, NAL_TYPE_FU_A, PACKET_MAX, H264Encoder
 from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.bus.client import Subscription
@@ -69,10 +71,31 @@ class VideoSource(Protocol):
         """A viewer sent a PLI or FIR."""
 
 
+class FullFragments(H264Encoder):
+    """aiortc's H.264 packetiser (it makes no codec until asked to encode), but FU-A fragments
+    as full as they go, the last one shorter: as many packets as aiortc makes, all of one size,
+    so a viewer's sender hands a NAL unit's fragments to the kernel in one UDP GSO call
+    (aiortc_sender_loop.py). aiortc evens the sizes out instead; they then differ by a byte,
+    which takes two calls."""
+
+    @staticmethod
+    def _packetize_fu_a(data: bytes) -> list[bytes]:
+        # RFC 6184 5.8; only called for a NAL unit longer than PACKET_MAX: two fragments or more.
+        indicator = (data[0] & 0xE0) | NAL_TYPE_FU_A  # F and NRI of the NAL unit
+        nal_type = data[0] & 0x1F
+        size = PACKET_MAX - FU_A_HEADER_SIZE
+        last = NAL_HEADER_SIZE + (len(data) - NAL_HEADER_SIZE - 1) // size * size
+        fragments = []
+        for start in range(NAL_HEADER_SIZE, len(data), size):
+            header = nal_type | (0x80 if start == NAL_HEADER_SIZE else 0) | (0x40 if start == last else 0)
+            fragments.append(bytes((indicator, header)) + data[start : start + size])
+        return fragments
+
+
 class SharedPacketizer:
     """A passthrough sender's stand-in for aiortc's H264Encoder: packs each packet only once."""
 
-    _packer = H264Encoder()  # aiortc's own packetiser; it makes no codec until asked to encode
+    _packer = FullFragments()
     packed = 0  # access units actually packetised, over all instances (for the tests)
 
     def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:

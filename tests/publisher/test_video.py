@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
-from aiortc.codecs.h264 import H264Encoder, h264_depayload
+from aiortc.codecs.h264 import PACKET_MAX, H264Encoder, h264_depayload
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.bus.topics import H264AccessUnit
@@ -14,7 +16,7 @@ from appliance.camera import h264
 from appliance.camera.base import AccessUnit
 from appliance.camera.encoder import SoftwareH264Encoder
 from appliance.publisher.keyframes import KeyframeRequests
-from appliance.publisher.video import TRACK_QUEUE, CameraFeed, SharedPacketizer
+from appliance.publisher.video import TRACK_QUEUE, CameraFeed, FullFragments, SharedPacketizer
 
 
 def encode_units(n: int, *, idr_every: int = 0) -> list[AccessUnit]:
@@ -154,8 +156,32 @@ async def test_the_shared_packetiser_packs_once_and_as_aiortc_would(units: list[
     results = [SharedPacketizer().pack(p) for p in packets]
     assert SharedPacketizer.packed == before + 1
     assert results[0] is results[1] is results[2]
-    assert results[0] == H264Encoder().pack(packets[0])  # aiortc's own packetiser, run afresh
+    # aiortc's own packetiser, run afresh: the same packets, in number, order, headers and what
+    # they carry; only FU-A fragments are cut full rather than even (see the next test).
+    ours, timestamp = results[0]
+    theirs, their_timestamp = H264Encoder().pack(packets[0])
+    assert timestamp == their_timestamp and len(ours) == len(theirs)
+    assert [p[:2] for p in ours] == [p[:2] for p in theirs]
+    assert b"".join(map(h264_depayload, ours)) == b"".join(map(h264_depayload, theirs))
     feed.close()
+
+
+@pytest.mark.parametrize("length", [1301, 1302, 2597, 2598, 2599, 7001, 60000])
+def test_fu_a_fragments_are_full_but_the_last(length: int) -> None:
+    nal = bytes([0x65]) + bytes(i % 251 for i in range(length - 1))  # an IDR slice's NAL unit
+    ours = FullFragments._packetize_fu_a(nal)
+    theirs = H264Encoder._packetize_fu_a(nal)
+    # As many packets, with the same FU indicator and start/end bits, as aiortc makes ...
+    assert len(ours) == len(theirs) >= 2
+    assert [f[:2] for f in ours] == [f[:2] for f in theirs]
+    # ... all of the largest size but the last, so one UDP GSO call takes them all ...
+    assert {len(f) for f in ours[:-1]} == {PACKET_MAX} and 2 < len(ours[-1]) <= PACKET_MAX
+    # ... and aiortc's depayloader (a viewer's) puts the NAL unit back together.
+    assert b"".join(map(h264_depayload, ours)) == b"\x00\x00\x00\x01" + nal
+    # aiortc's pack() cuts with this, not its own (it would still work, in more GSO calls).
+    packet = av.Packet(b"\x00\x00\x00\x01" + nal)
+    packet.pts, packet.time_base = 0, Fraction(1, 90000)
+    assert FullFragments().pack(packet)[0] == ours
 
 
 async def test_closing_ends_every_track() -> None:
