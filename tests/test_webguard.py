@@ -13,15 +13,6 @@ from aiohttp import web
 from appliance.webguard import log_bad_requests_briefly
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def _raw_request(port: int, request: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)
@@ -31,7 +22,9 @@ async def _raw_request(port: int, request: bytes) -> bytes:
     return reply
 
 
-async def test_a_malformed_request_is_one_warning_and_a_broken_handler_still_an_error() -> None:
+async def test_a_malformed_request_is_one_warning_and_a_broken_handler_still_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("a real bug")
 
@@ -39,8 +32,12 @@ async def test_a_malformed_request_is_one_warning_and_a_broken_handler_still_an_
     log_bad_requests_briefly()  # idempotent: one filter however many apps start
     logger = logging.getLogger("aiohttp.server")
     assert sum(type(f).__name__ == "BadRequestLog" for f in logger.filters) == 1
-    records = Records()
-    logger.addHandler(records)
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+
+    def server_records() -> list[logging.LogRecord]:
+        # What passed the logger's filters: caplog's handler sits on the root logger.
+        return [r for r in caplog.records if r.name == "aiohttp.server"]
+
     app = web.Application()
     app.router.add_get("/broken", broken)
     runner = web.AppRunner(app)
@@ -54,7 +51,7 @@ async def test_a_malformed_request_is_one_warning_and_a_broken_handler_still_an_
         long_line = b"GET /static/?token=" + b"9" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         reply = await _raw_request(port, long_line)
         assert reply.split(b"\r\n")[0].endswith(b" 400 Bad Request"), reply
-        [bad] = records.records
+        [bad] = server_records()
         assert bad.levelno == logging.WARNING
         assert bad.exc_info is None
         line = bad.getMessage()
@@ -63,14 +60,13 @@ async def test_a_malformed_request_is_one_warning_and_a_broken_handler_still_an_
             "LineTooLong: Got more than 8190 bytes when reading"
         )  # nothing of what the client sent (here a "token") reaches the log
 
-        records.records.clear()
+        caplog.clear()
         reply = await _raw_request(port, b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")
         assert reply.split(b"\r\n")[0].endswith(b" 500 Internal Server Error"), reply
-        [err] = records.records
+        [err] = server_records()
         assert err.levelno == logging.ERROR
         assert err.exc_info is not None and isinstance(err.exc_info[1], RuntimeError)
     finally:
-        logger.removeHandler(records)
         await runner.cleanup()
 
 

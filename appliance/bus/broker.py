@@ -31,14 +31,21 @@ import msgspec
 
 from appliance.bus import framing
 from appliance.bus.framing import ErrorInfo, Frame, FrameDecoder, encode_frame, encode_payload
-from appliance.bus.topics import Delivery, EchoParams, TopicSpec, matches, method_spec, topic_spec
+from appliance.bus.topics import (
+    EVENT,
+    STATE,
+    Delivery,
+    EchoParams,
+    TopicSpec,
+    matches,
+    method_spec,
+    topic_spec,
+)
 from appliance.errors import FrameError
 
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
-# Enum members looked up once: attribute access on an Enum class is slow on the routing path.
-_STATE, _EVENT = Delivery.STATE, Delivery.EVENT
 _HIGH_WATER = 1024 * 1024
 # An in-flight request is forgotten after this long: far beyond any client's timeout, so the
 # requester gave up long ago; a late reply is then dropped like any stale one.
@@ -160,7 +167,7 @@ class Connection(asyncio.Protocol):
         pending = self.pending
         # Held frames outlive this read: copy them out of the socket chunk they view.
         data = bytes(data)
-        if delivery is _EVENT:
+        if delivery is EVENT:
             pending.counter += 1
             pending.frames[pending.counter] = data
             pending.events += 1
@@ -307,7 +314,7 @@ class Broker:
             raw: bytes | memoryview | None = frame.raw
             assert raw is not None  # the broker's decoders keep the frame bytes
             delivery = spec.delivery
-            if delivery is _STATE:
+            if delivery is STATE:
                 raw = self.retained[topic] = bytes(raw)
             targets = self._routes.get(topic)
             if targets is None:

@@ -28,7 +28,17 @@ from typing import Any, TypeVar
 import msgspec
 
 from appliance.bus.framing import DEFAULT_MAX_FRAME, ErrorInfo, Frame, FrameDecoder, encode_frame
-from appliance.bus.topics import Delivery, Message, TopicSpec, matches, method_spec, topic_spec
+from appliance.bus.topics import (
+    EVENT,
+    STATE,
+    TELEMETRY,
+    Delivery,
+    Message,
+    TopicSpec,
+    matches,
+    method_spec,
+    topic_spec,
+)
 from appliance.errors import BusError, FrameError, NoSuchMethod, NotConnected, RemoteError, RequestTimeout
 
 log = logging.getLogger(__name__)
@@ -36,8 +46,6 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 Handler = Callable[[Any], Awaitable[Message]]
 
-# Enum members looked up once: attribute access on an Enum class is slow on the publish path.
-_STATE, _EVENT, _TELEMETRY = Delivery.STATE, Delivery.EVENT, Delivery.TELEMETRY
 # Bound on the per-client cache of topic specs (scratch topics are open-ended).
 _MAX_CACHED_TOPICS = 4096
 
@@ -91,7 +99,7 @@ class Subscription:
 
     def _put(self, item: Received, delivery: Delivery) -> None:
         if len(self.queue) >= self.maxsize:
-            if delivery is _EVENT:
+            if delivery is EVENT:
                 self.client._hold_reading(self)
             else:
                 self.queue.popleft()
@@ -374,18 +382,18 @@ class BusClient:
             attachment=attachment,
         )
         delivery = spec.delivery
-        if delivery is _STATE:
+        if delivery is STATE:
             self._states[topic] = frame
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.lost.done():
-            self._write(proto, frame, delivery is _EVENT)
+            self._write(proto, frame, delivery is EVENT)
             return True
-        if delivery is _EVENT:
+        if delivery is EVENT:
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped_while_down += 1
             self._outbox.append(frame)
             return True
-        if delivery is _TELEMETRY:
+        if delivery is TELEMETRY:
             self.dropped_while_down += 1
             return False
         return True
@@ -579,7 +587,7 @@ class BusClient:
                 log.warning("dropping invalid %s message: %s", topic, exc)
                 continue
             rx = Received(topic, env.seq, env.ts, msg, frame.attachment)
-            if delivery is _STATE:
+            if delivery is STATE:
                 self._retained[topic] = rx
             for sub in targets:
                 sub._put(rx, delivery)

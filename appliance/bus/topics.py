@@ -26,6 +26,11 @@ class Delivery(enum.Enum):
     EVENT = "event"
 
 
+# The members as module constants, for the broker's and clients' per-message paths: reading an
+# attribute of an Enum class costs about 0.1 us, a module global a fraction of that.
+TELEMETRY, STATE, EVENT = Delivery.TELEMETRY, Delivery.STATE, Delivery.EVENT
+
+
 class Message(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base of every bus message type."""
 
