@@ -250,6 +250,9 @@ class Broker:
         for method in [m for m, c in self.servers.items() if c is conn]:
             del self.servers[method]
         for rid, (requester, req_id, method, server) in list(self.inflight.items()):
+            if rid not in self.inflight:
+                # Answering an earlier one cut its requester off, which removed this one too.
+                continue
             if requester is conn:
                 del self.inflight[rid]
                 self._inflight_since.pop(rid, None)

@@ -109,6 +109,49 @@ async def test_slow_event_subscriber_is_cut_off(
     assert fast_bus.reconnects == 0 and pub.reconnects == 0
 
 
+async def test_a_server_leaving_cuts_off_its_slow_requester_cleanly(
+    make_broker: Callable[..., Awaitable[Broker]], sock_path: Path, make_client: MakeClient
+) -> None:
+    """The server of two requests goes away. The broker answers the first with server-gone;
+    the requester is paused with a full event queue, so that answer cuts it off, which forgets
+    its second request too, before the broker's loop over the server's requests reaches it."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    broker = await make_broker(event_queue=16)
+    slow = await slow_subscriber(broker, sock_path, "test.event.x")
+    server = await RawClient.connect(sock_path)
+    await server.send("hello", "", "server")
+    await server.send("serve", "test.echo")
+    await wait_until(lambda: "test.echo" in broker.servers, "the server")
+    for rid in (1, 2):
+        await slow.send("req", "test.echo", Scratch(n=rid), seq=rid)
+    await wait_until(lambda: len(broker.inflight) == 2, "both requests in flight")
+
+    pub = await make_client("pub")
+    conn = connection(broker, "slow")
+    n = 0
+    while not (conn.paused and conn.pending.events == broker.event_queue):
+        await pub.publish("test.event.x", Scratch(n=n, data=BLOB))
+        await pub.request("bus.echo", EchoParams())  # the broker has routed it
+        n += 1
+        assert n < N, "the slow consumer never filled its event queue"
+    assert broker.stats.cut_off == 0
+
+    server.close()
+    await wait_until(lambda: not broker.inflight, "the server's requests to be settled")
+    await wait_until(lambda: not {"server", "slow"} & {c.name for c in broker.clients}, "both gone")
+    assert broker.stats.cut_off == 1
+    assert errors == []  # nothing failed inside the broker's connection_lost
+    # The broker carries on for everyone else.
+    fast_bus = await make_client("fast")
+    fast = fast_bus.subscribe("test.event.x")
+    await fast_bus.request("bus.echo", EchoParams())
+    await pub.publish("test.event.x", Scratch(n=-1))
+    assert (await fast.get(10)).msg.n == -1
+    slow.close()
+
+
 async def test_bus_client_subscription_policies(
     make_broker: Callable[..., Awaitable[Broker]], make_client: MakeClient
 ) -> None:
