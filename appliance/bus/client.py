@@ -180,7 +180,8 @@ class _Protocol(asyncio.Protocol):
         if self.paused and not self.lost.done():
             if self.drained is None:
                 self.drained = asyncio.get_running_loop().create_future()
-            await self.drained
+            # Shared by every waiting publisher: one of them cancelled must not cancel it.
+            await asyncio.shield(self.drained)
 
 
 class BusClient:
@@ -389,6 +390,8 @@ class BusClient:
             self._write(proto, frame, delivery is EVENT)
             return True
         if delivery is EVENT:
+            if self._wbuf:
+                self._flush()  # events corked for the dead connection go to the outbox first
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped_while_down += 1
             self._outbox.append(frame)
@@ -454,6 +457,9 @@ class BusClient:
 
     def subscribe(self, pattern: str, maxsize: int = 1024) -> Subscription:
         """Messages on a topic, or on every topic under a prefix ending in '*'."""
+        if not pattern or "*" in pattern[:-1]:
+            # The broker cuts off a client for it, and this one would send it on every reconnect.
+            raise FrameError(f"bad subscription pattern {pattern!r}")
         sub = Subscription(self, pattern, maxsize)
         first = all(s.pattern != pattern for s in self._subs)
         self._subs.append(sub)
@@ -521,7 +527,7 @@ class BusClient:
         self._handlers[method] = handler
         self._send(encode_frame("serve", method))
 
-    async def _handle_request(self, frame: Frame) -> None:
+    async def _handle_request(self, frame: Frame, proto: _Protocol | None) -> None:
         env = frame.env
         spec = method_spec(env.topic)
         handler = self._handlers.get(env.topic)
@@ -542,6 +548,11 @@ class BusClient:
                 log.warning("%s failed: %s", env.topic, exc)
                 info = ErrorInfo(type(exc).__name__, str(exc)[:1000])
                 reply = encode_frame("err", env.topic, _encoder.encode(info), seq=env.seq)
+        if self._proto is not proto:
+            # Asked on a connection since lost: the broker has answered the requester already
+            # (server-gone) or was restarted, and a restarted broker may have given this id to
+            # another request, which this reply would answer.
+            return
         self._send(reply)
         self._flush()  # someone is waiting on this reply
 
@@ -611,7 +622,7 @@ class BusClient:
                 exc_type = NoSuchMethod if info.code == "no-such-method" else RemoteError
                 fut.set_exception(exc_type(f"{env.topic}: {info.message}"))
         elif kind == "req":
-            task = asyncio.get_running_loop().create_task(self._handle_request(frame))
+            task = asyncio.get_running_loop().create_task(self._handle_request(frame, self._proto))
             self._handler_tasks.add(task)
             task.add_done_callback(self._handler_tasks.discard)
         else:
