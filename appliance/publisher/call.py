@@ -248,6 +248,7 @@ class Call:
                     return
             deadline.reschedule(asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S)
             watch = asyncio.ensure_future(viewer.connected.wait())
+            get: asyncio.Future[protocol.Answer | protocol.Ice] | None = None
             try:
                 while not viewer.connected.is_set():
                     get = asyncio.ensure_future(viewer.inbox.get())
@@ -257,7 +258,10 @@ class Call:
                     else:
                         get.cancel()
             finally:
+                # Cancelled (the viewer left) or timed out: neither wait may outlive the call.
                 watch.cancel()
+                if get is not None:
+                    get.cancel()
         # Connected: later candidates (a network change) are still applied.
         while True:
             await self._handle_signal(viewer, await viewer.inbox.get())
@@ -294,9 +298,14 @@ class Call:
         self._spawn(viewer.peer.close(reason), "close-peer")
         self.publish_state()
 
-    def _on_peer_closed(self, peer: ViewerPeer, reason: str) -> None:
+    def _viewer_of(self, peer: ViewerPeer) -> Viewer | None:
+        """The viewer whose current call `peer` carries: None for a peer already dropped, even
+        one whose viewer has a new call meanwhile (it is closing, yet may still report)."""
         viewer = self.viewers.get(peer.viewer_id)
-        if viewer is not None and viewer.peer is peer:
+        return viewer if viewer is not None and viewer.peer is peer else None
+
+    def _on_peer_closed(self, peer: ViewerPeer, reason: str) -> None:
+        if self._viewer_of(peer) is not None:
             # The connection ended by itself (failed ICE, the viewer closed it): tell the
             # viewer's page, which can ask for a new call.
             self._signal(protocol.Bye(to=peer.viewer_id))
@@ -311,7 +320,7 @@ class Call:
     # --- data channels ----------------------------------------------------------------------
 
     def _on_events_open(self, peer: ViewerPeer) -> None:
-        viewer = self.viewers.get(peer.viewer_id)
+        viewer = self._viewer_of(peer)
         if viewer is None:
             return
         viewer.connected.set()
@@ -330,7 +339,7 @@ class Call:
             peer.send_telemetry(channels.encode(_state_message(self._state)))
 
     def _on_channel_message(self, peer: ViewerPeer, data: str | bytes) -> None:
-        viewer = self.viewers.get(peer.viewer_id)
+        viewer = self._viewer_of(peer)
         if viewer is None:
             return
         if not viewer.bucket.take(self.clock()):
@@ -388,7 +397,9 @@ class Call:
         finally:
             viewer.catching_up = False
         while viewer.backlog:
-            self._deliver(viewer, viewer.backlog.popleft(), live=True)
+            event = viewer.backlog.popleft()
+            # As on_event would have sent it: an old event replayed after a bus outage is no alarm.
+            self._deliver(viewer, event, live=event.live)
 
     async def _fetch(self, params: EventsSince) -> EventsPage:
         page: EventsPage = await self.bus.request("screening.events_since", params, timeout=5.0)
@@ -455,11 +466,11 @@ class Call:
         return channels.Talk(talker=holder.label if holder else None, you=self.floor == viewer_id)
 
     def _on_viewer_audio(self, peer: ViewerPeer, frame: av.AudioFrame) -> None:
-        if self.floor == peer.viewer_id:
+        if self.floor == peer.viewer_id and self._viewer_of(peer) is not None:
             self.speaker.play(frame)
 
     def _on_viewer_video(self, peer: ViewerPeer, frame: av.VideoFrame) -> None:
-        if self.remote_video is not None:
+        if self.remote_video is not None and self._viewer_of(peer) is not None:
             self.remote_video.offer(peer.viewer_id, frame)
 
     @property
