@@ -374,10 +374,13 @@ class EventStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('flushed_wall_ts', ?)", (time.time(),))
+                # A COMMIT that fails may leave the transaction open, and with it the write
+                # lock the writer's every append would then wait for in vain.
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close; the writer records a clean close (no seq skip on the next open)."""
@@ -417,12 +420,16 @@ class EventStore:
         never splits a result from its alert, so it holds up to 2 * limit records).
         ``last_seq`` is the store's high-water mark: more pages follow while the page's last
         seq is below it."""
-        top = self._conn.execute(
-            "SELECT max(seq) FROM (SELECT DISTINCT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)",
-            (seq, limit),
-        ).fetchone()[0]
         records: list[EventRecord] = []
-        if top is not None:
+        # A page whose rows are all unreadable would come back empty, which a consumer takes
+        # for the end: the events after it would never be fetched. Go on to the next page then.
+        while not records:
+            top = self._conn.execute(
+                "SELECT max(seq) FROM (SELECT DISTINCT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)",
+                (seq, limit),
+            ).fetchone()[0]
+            if top is None:
+                break
             cur = self._conn.execute(
                 # topic DESC: screening.result before alert.fever, as they are published.
                 "SELECT seq, topic, payload FROM events WHERE seq > ? AND seq <= ? ORDER BY seq, topic DESC",
@@ -432,6 +439,7 @@ class EventStore:
                 result = self._decode(row_seq, payload)
                 if result is not None:
                     records.append(EventRecord(seq=row_seq, topic=topic, result=result))
+            seq = top
         return EventsPage(events=records, last_seq=self.last_seq)
 
     def rows(self, since: int = 0) -> Iterator[StoredEvent]:
@@ -473,11 +481,14 @@ class EventStore:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            # Inside the try: a COMMIT that fails busy (a reader's lock without WAL) leaves
+            # the transaction open in SQLite, holding the write lock and showing its rows to
+            # since(); every later BEGIN would then fail. Roll it back: the caller retries.
+            self._conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def _meta(self) -> dict[str, Any]:
         return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
