@@ -154,7 +154,9 @@ class Runtime:
         notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
         self._status = status
         log.info("ready%s", f": {status}" if status else "")
-        self._publish_health("ready")
+        # Ready is not healthy: a daemon degraded during its start (a camera absent) stays
+        # degraded until status() says otherwise, else status() would see nothing to change.
+        self._publish_health("degraded" if self._degraded else "ready")
 
     def status(self, text: str, *, degraded: bool = False) -> None:
         if text == self._status and degraded == self._degraded:
@@ -201,6 +203,9 @@ class Runtime:
     async def _shutdown(self) -> None:
         notify("STOPPING=1")
         self._publish_health("stopping")
+        await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -226,13 +231,29 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
     heartbeat = loop.create_task(rt._heartbeat(HEALTH_HEARTBEAT_S))
     try:
         async with rt.stack:
+            # SIGTERM, or a critical task failing, while main() still waits for something (the
+            # bus, a device) stops the daemon now, not once a start that may never end is done.
+            starting: asyncio.Future[None] = asyncio.ensure_future(main(rt))
+            stop_wait = loop.create_task(rt.stopping.wait())
             try:
-                await main(rt)
+                await asyncio.wait((starting, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+                if not starting.done():
+                    starting.cancel()
+                    await asyncio.wait((starting,))
+            try:
+                if not starting.cancelled():
+                    starting.result()
             except ApplianceError as exc:
                 log.error("%s cannot start: %s", name, exc)
                 notify(f"STATUS=failed: {exc}")
+                await rt._cancel_tasks()  # before the parts they use are closed
                 return 1
-            if not rt.is_ready:
+            except BaseException:
+                await rt._cancel_tasks()
+                raise
+            if not rt.is_ready and not starting.cancelled():
                 rt.ready()
             await rt.stopping.wait()
             log.info("stopping")

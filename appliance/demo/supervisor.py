@@ -52,6 +52,11 @@ log = logging.getLogger("appliance.demo")
 WATCHDOG_S = 10.0
 STOP_TIMEOUT_S = 5.0
 RESTART_DELAY_S = 1.0
+# A daemon that keeps dying soon after it starts waits twice as long each time, up to this:
+# each restart is a whole interpreter, and a crash loop at 1 s would take a core forever.
+RESTART_MAX_S = 30.0
+# A run at least this long was a good one: the next crash restarts after RESTART_DELAY_S again.
+RESTART_HEALTHY_S = 60.0
 ROOM_READY_S = 20.0
 PAIR_TIMEOUT_S = 20.0
 # Someone has to approve the code at an external room service: give them time.
@@ -132,9 +137,14 @@ class Child:
     last_ping: float = 0.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     watchdog_kills: int = 0
+    # When the child said STOPPING=1: from then on it has STOP_TIMEOUT_S to exit, pings or not,
+    # as systemd gives a service TimeoutStopSec once it says it is stopping.
+    stopping_since: float | None = None
 
     def on_notify(self, msg: dict[str, str]) -> None:
         now = time.monotonic()
+        if msg.get("STOPPING") == "1" and self.stopping_since is None:
+            self.stopping_since = now
         if msg.get("READY") == "1" and not self.ready.is_set():
             self.ready_s.append(round(now - self.spawned_at, 3))
             self.ready.set()
@@ -234,6 +244,7 @@ class Supervisor:
         if self.headless and child.log_file is None:
             child.log_file = open(self.logs / f"{child.name}.log", "ab")  # noqa: ASYNC230, SIM115 - lives with the child
         child.ready.clear()
+        child.stopping_since = None
         child.spawned_at = time.monotonic()
         child.last_ping = child.spawned_at
         env = self.env(child)
@@ -260,6 +271,7 @@ class Supervisor:
 
     async def watch(self, child: Child) -> None:
         """Restart the child when it exits, or when it stops pinging the watchdog."""
+        delay = 0.0  # none yet: the first restart waits RESTART_DELAY_S
         while not self.stopping.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
@@ -267,11 +279,25 @@ class Supervisor:
                 return
             child.exit_codes.append(code)
             child.restarts += 1
-            log.warning("%s exited with %s; restarting (restart %d)", child.name, code, child.restarts)
-            await asyncio.sleep(RESTART_DELAY_S)
-            if self.stopping.is_set():
-                return
-            await self.spawn(child)
+            if not delay or time.monotonic() - child.spawned_at >= RESTART_HEALTHY_S:
+                delay = RESTART_DELAY_S
+            else:
+                delay = min(delay * 2, RESTART_MAX_S)
+            log.warning(
+                "%s exited with %s; restarting in %g s (restart %d)", child.name, code, delay, child.restarts
+            )
+            # A respawn that fails (fork: EAGAIN, ENOMEM; no log file) is said and tried again:
+            # left to end this task, the daemon would stay down for the rest of the run.
+            while True:
+                await asyncio.sleep(delay)
+                if self.stopping.is_set():
+                    return
+                try:
+                    await self.spawn(child)
+                    break
+                except OSError as exc:
+                    log.error("%s could not be restarted: %s; trying again", child.name, exc)
+                    delay = min(delay * 2, RESTART_MAX_S)
 
     async def watchdog(self) -> None:
         while not self.stopping.is_set():
@@ -281,11 +307,18 @@ class Supervisor:
                 proc = child.proc
                 if proc is None or proc.returncode is not None:
                     continue
-                if now - child.last_ping > WATCHDOG_S:
+                if child.stopping_since is not None and now - child.stopping_since > STOP_TIMEOUT_S:
+                    # Stopping by itself (a critical task failed) but stuck on the way out: its
+                    # loop may well go on pinging, so the pings alone would keep it forever.
+                    child.stopping_since = None
+                    log.error("%s did not stop within %.0f s; killing it", child.name, STOP_TIMEOUT_S)
+                elif now - child.last_ping > WATCHDOG_S:
                     child.watchdog_kills += 1
                     log.error("%s missed its watchdog; killing it", child.name)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                else:
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
 
     async def count_topics(self) -> None:
         bus = BusClient(self.run / "bus.sock", "demo")
@@ -464,14 +497,33 @@ async def _demo(
         print(f"  not in this build yet: {', '.join(missing)}", flush=True)
     if sup.offscreen and not headless:
         print("  no desktop session (DISPLAY unset): the status screen draws off-screen", flush=True)
-    await sup.start()
-    for line in sup.urls():
-        print(line, flush=True)
-    print("  Ctrl-C stops everything." if duration is None else f"  running for {duration:.0f} s", flush=True)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(duration):
-            await sup.stopping.wait()
-    await sup.stop()
+    try:
+        # Ctrl-C or SIGTERM during the start (which can wait minutes for an admin to approve
+        # the kiosk) stops the demo now; a start that fails stops the daemons it started, which
+        # run in sessions of their own and would otherwise outlive the demo.
+        starting = asyncio.create_task(sup.start(), name="start")
+        stop_wait = asyncio.create_task(sup.stopping.wait())
+        try:
+            await asyncio.wait((starting, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.wait((starting,))
+        if not starting.cancelled():
+            starting.result()
+        if not sup.stopping.is_set():
+            for line in sup.urls():
+                print(line, flush=True)
+            print(
+                "  Ctrl-C stops everything." if duration is None else f"  running for {duration:.0f} s",
+                flush=True,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(duration):
+                    await sup.stopping.wait()
+    finally:
+        await sup.stop()
     summary = sup.report()
     if report:
         atomic_write(report, json.dumps(summary, indent=2) + "\n")
