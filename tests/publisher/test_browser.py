@@ -74,6 +74,9 @@ async def test_chromium_decodes_the_passed_through_h264_and_reads_the_stamp(
         "[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]"
     )
     assert size == [160, 120]
+    # Chromium caches a getStats() report for a moment, and the page asks for its own: the one
+    # right after the first frame may predate the codec's entry. Wait for the entry, then check.
+    await page.wait_for_function("window.viewer.stats().then(s => s && s.codec !== null)", timeout=5000)
     stats = await page.evaluate("window.viewer.stats()")
     assert stats["codec"] == "video/H264" and "profile-level-id=42e01f" in stats["fmtp"]
     assert stats["framesDecoded"] > 0

@@ -244,6 +244,8 @@ def test_admin_pairs_a_kiosk_and_a_viewer_sees_video_and_a_live_fever_alert(
     viewer.goto(demo.viewer_link)
     viewer.wait_for_function("window.viewer && window.viewer.firstFrameAt !== null", timeout=30000)
     viewer.wait_for_function("window.__rx.some(r => r.msg.type === 'hello')", timeout=10000)
+    # Chromium caches a getStats() report for a moment: wait for the codec's entry to be in it.
+    viewer.wait_for_function("window.viewer.stats().then(s => s && s.codec !== null)", timeout=5000)
     stats = viewer.evaluate("window.viewer.stats()")
     assert stats["codec"] == "video/H264", stats
 
