@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from systemd import daemon as sd_daemon
 
@@ -41,6 +41,7 @@ HealthState = Literal["starting", "ready", "degraded", "stopping"]
 HEALTH_HEARTBEAT_S = 10.0
 
 Main = Callable[["Runtime"], Awaitable[None]]
+T = TypeVar("T")
 
 
 def under_systemd() -> bool:
@@ -212,6 +213,21 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> asyncio.Future[T]:
+    """Run `work` until it ends or `stopping` is set, whichever comes first; returns its task,
+    done either way: cancelled if the stop came first, else with its result or exception."""
+    task = asyncio.ensure_future(work)
+    stop_wait = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((task, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+    return task
+
+
 def _block_loop_forever() -> None:
     log.warning("SIGUSR2 with APPLIANCE_TEST_HOOKS=1: blocking the event loop")
     while True:
@@ -233,15 +249,7 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
         async with rt.stack:
             # SIGTERM, or a critical task failing, while main() still waits for something (the
             # bus, a device) stops the daemon now, not once a start that may never end is done.
-            starting: asyncio.Future[None] = asyncio.ensure_future(main(rt))
-            stop_wait = loop.create_task(rt.stopping.wait())
-            try:
-                await asyncio.wait((starting, stop_wait), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop_wait.cancel()
-                if not starting.done():
-                    starting.cancel()
-                    await asyncio.wait((starting,))
+            starting = await unless_stopped(main(rt), rt.stopping)
             try:
                 if not starting.cancelled():
                     starting.result()

@@ -46,6 +46,7 @@ from appliance.demo.provision import Approver, provision_room
 from appliance.errors import ApplianceError
 from appliance.pairing.credentials import load_credentials, normalize_room_url
 from appliance.pairing.service import Pairing, PairingRefused
+from appliance.runtime import unless_stopped
 
 log = logging.getLogger("appliance.demo")
 
@@ -501,15 +502,7 @@ async def _demo(
         # Ctrl-C or SIGTERM during the start (which can wait minutes for an admin to approve
         # the kiosk) stops the demo now; a start that fails stops the daemons it started, which
         # run in sessions of their own and would otherwise outlive the demo.
-        starting = asyncio.create_task(sup.start(), name="start")
-        stop_wait = asyncio.create_task(sup.stopping.wait())
-        try:
-            await asyncio.wait((starting, stop_wait), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-            if not starting.done():
-                starting.cancel()
-                await asyncio.wait((starting,))
+        starting = await unless_stopped(sup.start(), sup.stopping)
         if not starting.cancelled():
             starting.result()
         if not sup.stopping.is_set():

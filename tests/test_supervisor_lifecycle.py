@@ -1,5 +1,5 @@
-"""Lifecycle corners of the daemon runtime and the demo supervisor: stopping during start,
-startup failures with tasks running, health after a degraded start, respawn failures."""
+"""Lifecycle corners of the demo supervisor: respawn failures, a daemon stuck stopping,
+stopping during the start, a failed start, crash-loop backoff."""
 
 from __future__ import annotations
 
@@ -7,126 +7,16 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from appliance.bus.broker import Broker
-from appliance.bus.client import BusClient
-from appliance.bus.topics import Health
-from appliance.config import AppConfig, replace
 from appliance.demo import supervisor as sup_mod
 from appliance.demo.notify import NotifySocket
 from appliance.demo.supervisor import Child, Supervisor
-from appliance.errors import SensorFault
-from appliance.runtime import Runtime, _amain, notify
-
-
-@pytest.fixture
-def notify_socket(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[socket.socket]:
-    path = tmp_path_factory.mktemp("notify") / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    yield sock
-    sock.close()
-
-
-def received(sock: socket.socket) -> list[str]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
-
-
-async def test_sigterm_during_start_stops_the_daemon(notify_socket: socket.socket) -> None:
-    """SIGTERM while main() still waits for something (the bus, a device) stops the daemon
-    at once: it does not wait for a start that may never finish."""
-    stopped: list[str] = []
-
-    async def main(rt: Runtime) -> None:
-        rt.stack.callback(stopped.append, "stack")
-        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
-        try:
-            await asyncio.Event().wait()  # a start that never completes
-        finally:
-            stopped.append("main")
-
-    async with asyncio.timeout(5):
-        assert await _amain("unit", main, AppConfig()) == 0
-    assert stopped == ["main", "stack"]
-    assert "READY=1" not in received(notify_socket)
-
-
-async def test_critical_task_failing_during_start_stops_the_daemon(notify_socket: socket.socket) -> None:
-    async def main(rt: Runtime) -> None:
-        async def crash() -> None:
-            raise SensorFault("i2c bus gone")
-
-        rt.spawn(crash(), "sample")
-        await asyncio.Event().wait()  # main waits on something the dead task would have given
-
-    async with asyncio.timeout(5):
-        assert await _amain("unit", main, AppConfig()) == 1
-
-
-async def test_startup_error_cancels_spawned_tasks_before_unwinding(notify_socket: socket.socket) -> None:
-    """A start that fails after spawning tasks: the tasks stop before the parts they use are
-    closed, and none outlives the daemon."""
-    order: list[str] = []
-    spawned: list[asyncio.Task[None]] = []
-
-    async def main(rt: Runtime) -> None:
-        async def forever() -> None:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                order.append("task")
-
-        rt.stack.callback(order.append, "stack")
-        spawned.append(rt.spawn(forever(), "forever"))
-        await asyncio.sleep(0)  # the task starts
-        raise SensorFault("no AMG8833 at 0x69")
-
-    assert await _amain("unit", main, AppConfig()) == 1
-    assert spawned[0].done()
-    assert order == ["task", "stack"]
-
-
-async def test_ready_keeps_a_degraded_state(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The camera's start: degraded before ready, then ready and degraded with the same text.
-    health.<daemon> must say degraded, not ready."""
-    path = tmp_path_factory.mktemp("rt") / "bus.sock"
-    broker = Broker()
-    await broker.start(path)
-    rt = Runtime("unit", replace(AppConfig(), bus={"socket": path}))
-    try:
-        async with BusClient(path, "observer") as observer:
-            health = observer.subscribe("health.unit")
-            await rt.connect_bus()
-            rt.status("camera absent: no device", degraded=True)
-            rt.ready("camera absent: no device")
-            rt.status("camera absent: no device", degraded=True)
-            rt._publish_health()  # a heartbeat
-            states = []
-            while len(states) < 4:
-                msg = (await health.get(5)).msg
-                assert isinstance(msg, Health)
-                states.append(msg.state)
-            assert states[0] == "starting"
-            assert states[-1] == "degraded"
-    finally:
-        await rt.stack.aclose()
-        await broker.close()
+from appliance.runtime import notify
 
 
 async def test_a_failed_respawn_is_retried_not_dropped(
