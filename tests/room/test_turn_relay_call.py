@@ -224,13 +224,17 @@ async def test_a_call_relayed_by_coturn_with_ice_transport_policy_relay(
             await page.wait_for_function("window.viewer.readStamp() !== null", timeout=10000, polling=100)
             # Media flows on a selected pair. Chromium may still switch pairs (all of them relayed)
             # while checks go on, so the stats asserted on are the snapshot that showed it.
-            handle = await page.wait_for_function(
-                f"({SELECTED_PAIRS})().then(r => r && r.selected.some("
-                "p => p.state === 'succeeded' && p.bytesReceived > 0) ? r : null)",
-                timeout=10000,
-                polling=200,
-            )
-            stats = await handle.json_value()
+            # Polled from here, not through wait_for_function's handle: that handle once came
+            # back as null although the predicate had been met.
+            stats = None
+            async with asyncio.timeout(10):
+                while True:
+                    stats = await page.evaluate(f"({SELECTED_PAIRS})()")
+                    if stats and any(
+                        p["state"] == "succeeded" and p["bytesReceived"] > 0 for p in stats["selected"]
+                    ):
+                        break
+                    await asyncio.sleep(0.2)
             print(f"selected pairs: {stats}")
             assert stats["policy"] == "relay", stats
             # Only relay candidates were gathered: whatever the page received came through
