@@ -26,6 +26,9 @@ MAX_EXPOSURE = 2.0
 VENV = Path(sys.prefix)
 
 SERVICES = sorted([*UNITS.glob("*.service"), *UNITS.glob("server/*.service")])
+# The kiosk's daemons; appliance-recover@.service is a template that runs systemctl, not a daemon.
+DAEMON_UNITS = sorted(p for p in UNITS.glob("appliance-*.service") if "@" not in p.name)
+RECOVER = UNITS / "appliance-recover@.service"
 ALL_UNITS = sorted(p for p in UNITS.rglob("*") if p.suffix in (".service", ".socket", ".target"))
 
 needs_analyze = pytest.mark.skipif(
@@ -109,7 +112,49 @@ def test_exposure_check_can_fail(tmp_path: Path) -> None:
 @needs_analyze
 def test_every_daemon_runs_as_appliance_with_its_group() -> None:
     """The broker checks SO_PEERCRED against the primary gid: Group=appliance on every kiosk unit."""
-    for unit in UNITS.glob("appliance-*.service"):
+    assert len(DAEMON_UNITS) == 7
+    for unit in DAEMON_UNITS:
         text = unit.read_text()
         assert "\nUser=appliance\n" in text and "\nGroup=appliance\n" in text, unit.name
         assert "\nCapabilityBoundingSet=\n" in text, unit.name
+
+
+def unit_lines(unit: Path) -> list[str]:
+    return [ln.strip() for ln in unit.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def test_every_daemon_has_the_recovery_hook() -> None:
+    """Past StartLimitBurst= a unit stays failed for good unless something starts it again: every
+    daemon hands itself to appliance-recover@ when it fails, in [Unit] where OnFailure= belongs."""
+    assert RECOVER.is_file()
+    for unit in DAEMON_UNITS:
+        lines = unit_lines(unit)
+        unit_section = lines[lines.index("[Unit]") : lines.index("[Service]")]
+        assert "OnFailure=appliance-recover@%n.service" in unit_section, unit.name
+        # The recovery only acts on start-limit-hit: it needs Restart= to handle every other crash.
+        assert any(ln in ("Restart=on-failure", "Restart=always") for ln in lines), unit.name
+        assert "StartLimitBurst=10" in unit_section and "StartLimitIntervalSec=60" in unit_section
+
+
+def test_the_screen_restarts_after_a_clean_exit() -> None:
+    """The screen exits 0 when its window is closed: Restart=on-failure would leave it dark."""
+    assert "Restart=always" in unit_lines(UNITS / "appliance-screen.service")
+
+
+def test_the_recovery_unit_is_the_documented_exception() -> None:
+    """appliance-recover@ runs as root (only root may reset and start units over PID 1's private
+    socket): no User=appliance, no PrivateUsers=. Everything else stays locked down, and
+    SECURITY.md lists it with the reason."""
+    lines = unit_lines(RECOVER)
+    assert "User=root" in lines and "CapabilityBoundingSet=" in lines
+    assert not any(ln.startswith(("PrivateUsers=yes", "OnFailure=")) for ln in lines)
+    locked = (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateNetwork=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+    )
+    for key in locked:
+        assert key in lines, key
+    assert "Type=oneshot" in lines and "PartOf=appliance.target" in lines
+    assert "appliance-recover@.service" in (UNITS / "SECURITY.md").read_text()
