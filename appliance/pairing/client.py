@@ -18,6 +18,7 @@ import msgspec
 from appliance.room import api_types as t
 
 TIMEOUT = aiohttp.ClientTimeout(total=15.0)
+MAX_RETRY_AFTER_S = 3600.0  # a longer Retry-After is a misconfigured service, not a plan
 B = TypeVar("B", bound=t.Body)
 
 
@@ -49,9 +50,13 @@ def _decode(data: bytes, kind: type[B], what: str) -> B:
 def _retry_after(headers: object, default: float) -> float:
     value = getattr(headers, "get", lambda _k: None)("Retry-After")
     try:
-        return max(1.0, float(value)) if value is not None else default
+        seconds = float(value) if value is not None else default
     except ValueError:
         return default
+    if math.isnan(seconds):
+        return default
+    # "inf" or "1e400" parse as infinity: a kiosk told that would never ask again.
+    return min(max(1.0, seconds), MAX_RETRY_AFTER_S)
 
 
 class RoomClient:

@@ -51,6 +51,7 @@ from appliance.room import api_types as t
 log = logging.getLogger(__name__)
 
 SLOW_DOWN_STEP_S = 5.0  # RFC 8628 3.5
+MIN_INTERVAL_S = 1.0  # the shortest poll interval a room service may ask for
 IDLE_RECHECK_S = 5.0  # unpaired and idle: look for a token `appliance pair` may have stored
 FlowEnd = Literal["paired", "stopped", "denied"]
 
@@ -272,6 +273,7 @@ class Pairing:
         ident = device_id(self.state_dir)
         model = device_model()
         backoff = 1.0
+        stored = load_credentials(self.state_dir)  # `appliance pair` replaces these
         while gen == self._gen:
             try:
                 grant = await client.authorize(ident, model, __version__)
@@ -287,15 +289,22 @@ class Pairing:
                     return "stopped"
                 continue
             backoff = 1.0
-            end = await self._poll(client, room_url, grant, gen)
+            end = await self._poll(client, room_url, grant, gen, stored)
             if end is not None:
                 return end
         return "stopped"
 
     async def _poll(
-        self, client: RoomClient, room_url: str, grant: t.AuthorizeResponse, gen: int
+        self,
+        client: RoomClient,
+        room_url: str,
+        grant: t.AuthorizeResponse,
+        gen: int,
+        stored: DeviceCredentials | None = None,
     ) -> FlowEnd | None:
-        """Poll one code; None when it is spent without a decision (expired): ask for another."""
+        """Poll one code; None when it is spent without a decision (expired): ask for another.
+        Credentials on disk other than `stored` (the ones there when the flow began) end it too:
+        the kiosk was paired from a shell (`appliance pair`) meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grant.expires_in
         self._publish(
@@ -307,10 +316,17 @@ class Pairing:
                 reason=f"enter the code at {grant.verification_uri}",
             )
         )
-        interval = float(grant.interval)
+        # At least a second: an interval of 0 (or less) from a broken service would poll it
+        # as fast as it answers.
+        interval = max(MIN_INTERVAL_S, float(grant.interval))
         while True:
             if await self._sleep(interval, gen):
                 return "stopped"
+            found = load_credentials(self.state_dir)
+            if found is not None and found != stored:
+                self.credentials = found
+                self._publish(self._paired_status(found))
+                return "paired"
             if loop.time() >= deadline:
                 return None
             try:

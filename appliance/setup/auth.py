@@ -287,4 +287,9 @@ class Sessions:
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:
-    return session is not None and bool(token) and hmac.compare_digest(session.csrf, str(token))
+    # As bytes: compare_digest raises TypeError on a str with non-ASCII characters (csrf=é).
+    return (
+        session is not None
+        and bool(token)
+        and hmac.compare_digest(session.csrf.encode(), str(token).encode("utf-8", "surrogateescape"))
+    )

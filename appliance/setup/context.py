@@ -56,9 +56,20 @@ class Context:
     async def password_is_set(self) -> bool:
         return await asyncio.to_thread(self.store.is_set)
 
-    async def check_password(self, password: str) -> bool:
+    async def check_password_limited(self, client: str, password: str) -> tuple[bool, float]:
+        """(right, 0.0), or (False, seconds to wait) when the client is over its limit.
+
+        The limit is checked again once it is this request's turn to hash, and a failure is
+        counted before the next one's turn: requests sent all at once would otherwise all pass
+        a check made on arrival, before any of them had failed, and each get a guess."""
         async with self.hashing:
-            return await asyncio.to_thread(self.store.check, password)
+            wait = self.limiter.retry_after(client)
+            if wait > 0:
+                return False, wait
+            right = await asyncio.to_thread(self.store.check, password)
+            if not right:
+                self.limiter.failed(client)
+            return right, 0.0
 
     async def set_password(self, password: str) -> None:
         async with self.hashing:

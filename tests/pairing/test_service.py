@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from room.helpers import Browser, Room, api, room_config, running_room
 
 from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient, Subscription
 from appliance.bus.topics import Empty, Ok, PairingStart, PairingStatus
 from appliance.config import AppConfig, BusConfig, PathsConfig, PublisherConfig
+from appliance.pairing.client import RateLimited, RoomClient
 from appliance.pairing.credentials import (
     DeviceCredentials,
     credentials_path,
@@ -25,6 +28,8 @@ from appliance.pairing.credentials import (
     save_credentials,
 )
 from appliance.pairing.service import Pairing
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -301,3 +306,112 @@ async def test_appliance_pair_from_a_shell(rig: Rig) -> None:
     creds = load_credentials(rig.state)
     assert creds is not None and creds.token not in out.decode() + err.decode()
     assert stat.S_IMODE(credentials_path(rig.state).stat().st_mode) == 0o600
+
+
+# --- a room service answering nonsense: a fake one, on a local port ----------------------------
+
+
+@dataclass
+class Fake:
+    url: str
+    hits: dict[str, int]
+
+
+@pytest.fixture
+async def fake_room() -> AsyncIterator[Callable[..., Awaitable[Fake]]]:
+    """A room service whose answers the test chooses: authorize(request) and token(request)."""
+    runners: list[web.AppRunner] = []
+
+    async def start(authorize: Handler, token: Handler) -> Fake:
+        hits = {"authorize": 0, "token": 0}
+
+        def counted(name: str, handler: Handler) -> Handler:
+            async def wrapped(request: web.Request) -> web.StreamResponse:
+                hits[name] += 1
+                return await handler(request)
+
+            return wrapped
+
+        app = web.Application()
+        app.router.add_post("/api/v1/device/authorize", counted("authorize", authorize))
+        app.router.add_post("/api/v1/device/token", counted("token", token))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return Fake(f"http://127.0.0.1:{port}", hits)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def grant(**overrides: object) -> dict[str, object]:
+    return {
+        "device_code": "d" * 32,
+        "user_code": "WDJB-MJHT",
+        "verification_uri": "http://room/activate",
+        "verification_uri_complete": "http://room/activate?code=WDJB-MJHT",
+        "expires_in": 600,
+        "interval": 5,
+        **overrides,
+    }
+
+
+async def pending(request: web.Request) -> web.Response:
+    return web.json_response({"error": "authorization_pending"}, status=400)
+
+
+@pytest.mark.parametrize("interval", [0, -1])
+async def test_a_zero_or_negative_poll_interval_does_not_hammer_the_service(
+    tmp_path: Path, fake_room: Callable[..., Awaitable[Fake]], interval: int
+) -> None:
+    async def authorize(request: web.Request) -> web.Response:
+        return web.json_response(grant(interval=interval))
+
+    fake = await fake_room(authorize, pending)
+    config = AppConfig(paths=PathsConfig(state_dir=tmp_path), publisher=PublisherConfig(room_url=fake.url))
+    task = asyncio.get_running_loop().create_task(Pairing(config).run())
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert fake.hits["authorize"] == 1
+    assert 1 <= fake.hits["token"] <= 2, fake.hits
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf"])
+async def test_a_retry_after_that_is_not_a_number_of_seconds_is_not_forever(
+    fake_room: Callable[..., Awaitable[Fake]], value: str
+) -> None:
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({}, status=429, headers={"Retry-After": value})
+
+    fake = await fake_room(busy, busy)
+    async with aiohttp.ClientSession() as session:
+        client = RoomClient(fake.url, session)
+        for answer in (await client.authorize("kiosk-1", "Pi", "1"), await client.poll("d" * 32)):
+            assert isinstance(answer, RateLimited)
+            assert 1.0 <= answer.retry_after <= 3600.0, answer
+
+
+async def test_a_token_stored_by_appliance_pair_is_taken_up_while_showing_a_code(
+    rig: Rig, running: Callable[..., Pairing]
+) -> None:
+    """The publisher is showing its own code when a technician pairs from a shell instead
+    (`appliance pair` stores the token): the publisher uses that token, and its code leaves the
+    screen, rather than showing codes for a pairing that is done until it restarts."""
+    pairing = running()
+    await rig.code()
+    _, token = rig.room.s.devices.add(rig.room_id, "kiosk-1", "Pi", "1", rig.room.clock())
+    creds = DeviceCredentials(
+        room_url=rig.room.url, token=token, room_id=rig.room_id, room_name="Lobby", paired_at=1
+    )
+    save_credentials(rig.state, creds)
+    last = (await rig.status(lambda s: s.state != "code", timeout=10))[-1]
+    assert last.state == "paired" and last.room_name == "Lobby"
+    assert pairing.credentials == creds

@@ -130,3 +130,11 @@ def test_csrf_check() -> None:
     assert not csrf_ok(session, session.csrf + "x")
     assert not csrf_ok(session, None) and not csrf_ok(session, "")
     assert not csrf_ok(None, session.csrf)
+
+
+def test_csrf_check_with_a_non_ascii_token_is_a_refusal_not_an_error() -> None:
+    # hmac.compare_digest refuses str with non-ASCII characters (TypeError): a form field
+    # csrf=é must be a plain "wrong token", not a 500.
+    _, session = Sessions().new()
+    assert not csrf_ok(session, "é")
+    assert not csrf_ok(session, session.csrf[:-1] + "é")

@@ -13,6 +13,7 @@ import tomllib
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -476,3 +477,60 @@ async def test_https_with_a_self_signed_certificate(run_dir: Path) -> None:
                 assert r.cookies[COOKIE]["secure"], "Secure under TLS"
         finally:
             await web.close()
+
+
+async def test_a_non_ascii_csrf_token_is_a_403_not_a_500(rig: Rig, web: Web) -> None:
+    await web.csrf("/first-use")  # a pre-login session
+    status, _, _ = await web.post("/first-use/code", {"csrf": "é"})
+    assert status == 403
+    async with web.session.post(
+        rig.url + "/first-use/code", headers={"X-CSRF-Token": "\xe9"}, allow_redirects=False
+    ) as r:
+        assert r.status == 403
+    assert rig.server.ctx.codes.current() is None
+
+
+async def test_concurrent_wrong_logins_cannot_outrun_the_rate_limit(rig: Rig, admin: Web) -> None:
+    """Wrong passwords sent all at once, before any of them is counted: the limit holds."""
+    other = Web(rig.url)
+    try:
+        token = await other.csrf("/login")
+        tries = rig.server.ctx.limiter.per_client + 5
+        results = await asyncio.gather(
+            *(other.post("/login", {"csrf": token, "password": f"wrong password {i}"}) for i in range(tries))
+        )
+        statuses = [status for status, _, _ in results]
+        assert statuses.count(401) <= rig.server.ctx.limiter.per_client, statuses
+        assert statuses.count(429) >= tries - rig.server.ctx.limiter.per_client, statuses
+    finally:
+        await other.close()
+
+
+async def test_a_malformed_room_url_is_a_400_not_a_500(admin: Web) -> None:
+    token = csrf_of((await admin.get("/pairing"))[1])
+    for url in ("http://[::1", "https://rooms.example.org:99999", "http://host:port"):
+        status, html, _ = await admin.post("/pairing/start", {"csrf": token, "room_url": url})
+        assert status == 400, (url, status)
+        assert "Not started" in html
+
+
+async def test_asking_again_for_the_live_code_schedules_no_more_timers(
+    rig: Rig, web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone on the network may ask for a code before first use; asking again returns the
+    same live code and must not add a timer (600 s each) per request."""
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    real = loop.call_later
+
+    def counted(delay: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+        if delay > 60:  # the code's expiry, not aiohttp's own keep-alive and timeout timers
+            timers.append(delay)
+        return real(delay, callback, *args, **kw)
+
+    monkeypatch.setattr(loop, "call_later", counted)
+    token = await web.csrf("/first-use")
+    for _ in range(20):
+        status, _, _ = await web.post("/first-use/code", {"csrf": token})
+        assert status == 303
+    assert len(timers) == 1, timers

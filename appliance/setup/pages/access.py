@@ -89,10 +89,13 @@ async def ask_code(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     if await _password_set(request):
         raise web.HTTPSeeOther("/login")
+    fresh = ctx.codes.current() is None
     _, expires_at = ctx.codes.issue()
     ctx.publish_code()
-    # Clear the retained setup.code once it has expired, so no stale code waits on the bus.
-    asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()) + 1.0, ctx.publish_code)
+    if fresh:
+        # Clear the retained setup.code once it has expired, so no stale code waits on the bus.
+        # Once per code: asking again for the live one must not add a timer per request.
+        asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()) + 1.0, ctx.publish_code)
     log.info("setup code shown on the kiosk screen for %s", _client(request))
     raise web.HTTPSeeOther("/first-use")
 
@@ -160,8 +163,10 @@ async def login(request: web.Request) -> web.Response:
     if wait > 0:
         return _too_many(request, wait, "passwords")
     form = await request.post()
-    if not await ctx.check_password(str(form.get("password", ""))):
-        ctx.limiter.failed(client)
+    right, wait = await ctx.check_password_limited(client, str(form.get("password", "")))
+    if wait > 0:
+        return _too_many(request, wait, "passwords")
+    if not right:
         log.warning("setup: failed login from %s", client)
         return render(request, "Log in", _login_form(request, "Wrong password."), status=401)
     ctx.limiter.succeeded(client)

@@ -120,8 +120,12 @@ async def change_password(request: web.Request) -> web.Response:
         return _page(
             request, notice("error", f"Too many wrong passwords: try again in {int(wait) + 1} s."), status=429
         )
-    if not await ctx.check_password(current):
-        ctx.limiter.failed(client)
+    right, wait = await ctx.check_password_limited(client, current)
+    if wait > 0:
+        return _page(
+            request, notice("error", f"Too many wrong passwords: try again in {int(wait) + 1} s."), status=429
+        )
+    if not right:
         return _page(request, notice("error", "Not changed: the current password is wrong."), status=401)
     problem = password_problem(password, confirm)
     if problem is not None:

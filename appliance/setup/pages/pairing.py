@@ -29,7 +29,11 @@ def url_problem(url: str) -> str | None:
         return "enter the room service's address"
     if len(url) > MAX_URL or any(c.isspace() for c in url):
         return "not a web address"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one (":99999", ":abc")
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        return "not a web address"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "use an http:// or https:// address with a host name"
     if parts.username or parts.password:
