@@ -14,6 +14,7 @@ a kiosk must not silently forget its calibration and screen with the wrong offse
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -55,8 +56,12 @@ def _record(data: Any, where: str) -> CalibrationRecord:
             source=str(data.get("source", "")),
             wall_ts=float(data.get("wall_ts", 0.0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(where, "current", f"not a calibration record: {exc}") from None
+    # json reads NaN and Infinity; a NaN offset passes the bound below and makes every estimate NaN.
+    for name in ("offset_c", "reference_c", "measured_c", "spread_c", "wall_ts"):
+        if not math.isfinite(getattr(rec, name)):
+            raise ConfigError(where, f"current.{name}", f"not a finite number: {getattr(rec, name)}")
     if abs(rec.offset_c) > MAX_OFFSET_C:
         raise ConfigError(where, "current.offset_c", f"|{rec.offset_c}| exceeds {MAX_OFFSET_C} degC")
     return rec
@@ -77,10 +82,15 @@ def load(state_dir: str | os.PathLike[str]) -> tuple[CalibrationRecord | None, l
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(str(file), "", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(str(file), "", "not valid JSON: nested too deeply") from None
     if not isinstance(data, dict) or data.get("version") != 1:
         raise ConfigError(str(file), "version", "expected a version 1 calibration file")
     current = None if data.get("current") is None else _record(data["current"], str(file))
-    history = [_record(h, str(file)) for h in data.get("history", [])]
+    history_data = data.get("history", [])
+    if not isinstance(history_data, list):
+        raise ConfigError(str(file), "history", f"expected a list, not {type(history_data).__name__}")
+    history = [_record(h, str(file)) for h in history_data]
     return current, history
 
 
@@ -101,6 +111,11 @@ def save(
     wall_ts: float | None = None,
 ) -> CalibrationRecord:
     """Make this the current calibration; the previous one moves to the history."""
+    if not all(map(math.isfinite, (offset_c, reference_c, measured_c, spread_c))):
+        raise ValueError(
+            f"calibration values must be finite numbers (offset {offset_c}, reference {reference_c}, "
+            f"measured {measured_c}, spread {spread_c})"
+        )
     if abs(offset_c) > MAX_OFFSET_C:
         raise ValueError(
             f"calibration offset {offset_c:+.2f} degC exceeds +-{MAX_OFFSET_C}: "

@@ -552,6 +552,9 @@ class ScreeningService:
             ) from None
         finally:
             self.calibration = None
+            if self.machine is not None:
+                # It saw none of the frames the calibration took: a hole that is not a fault.
+                self.machine.frames_withheld()
         machine = self.machine
         settings = machine.settings
         bg = machine.background

@@ -143,6 +143,16 @@ class ScreeningMachine:
         self._last_step = step
         return step
 
+    def frames_withheld(self) -> None:
+        """The frames since the last one fed went elsewhere on purpose (a calibration took them).
+
+        The hole before the next frame is then no sensor that stopped (no fault, no "retry"),
+        but no window may span it either: measuring starts again from the next frame.
+        """
+        self._restart()
+        self._last_gap = math.inf
+        self._last_px = None
+
     # -- the steps -------------------------------------------------------------------------
 
     def _feed(self, frame: FrameInput, t: float, gap: float) -> Step:

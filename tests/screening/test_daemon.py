@@ -362,6 +362,32 @@ async def test_calibrate_stores_the_offset_and_applies_it_at_once(rig: Rig) -> N
     assert after - before > 1.0
 
 
+async def test_calibrating_in_the_middle_of_a_visit_is_not_a_sensor_fault(rig: Rig) -> None:
+    # Frames go to the calibration, not to the machine, while it runs: the machine sees a hole
+    # in its frames afterwards, which must not pass for a sensor that stopped (a red "out of
+    # order", the relay shut, a "retry" with reason sensor_fault in events.db).
+    results = rig.bus.subscribe("screening.result")
+    states = rig.bus.subscribe("screening.state")
+    await rig.empty(1.5)
+    frames = list(visit(rig.clock, 6.0, [rig.normal], rng=rig.rng))
+    await rig.play(frames[:4])  # the reference person steps up: being measured, no result yet
+    await next_msg(states, lambda m: m.state == "measuring" and m.reason != "calibrating")
+    async with BusClient(rig.config.bus_socket, "technician") as tech:
+        call = asyncio.create_task(
+            tech.request("screening.calibrate", CalibrateParams(reference_c=37.0, frames=20), timeout=20)
+        )
+        await wait_until(lambda: rig.svc.calibration is not None, "the calibration to start")
+        await rig.play(frames[4:30])
+        reply = await call
+        assert reply.frames == 20
+        await rig.play(frames[30:])
+    await asyncio.sleep(0.1)
+    seen = [(rx.msg.state, rx.msg.reason) for rx in drain(states)]
+    assert ("measuring", "calibrating") in seen
+    assert not [m for m in seen if m[0] == "fault"], seen
+    assert not [rx.msg for rx in drain(results) if rx.msg.result == "retry"]
+
+
 async def test_calibrate_errors_are_clear_replies_and_store_nothing(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

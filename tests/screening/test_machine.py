@@ -231,6 +231,23 @@ def test_frames_missing_while_measuring_are_a_fault_and_a_retry() -> None:
     assert [(r.result, r.reason) for r in results] == [("retry", "sensor_fault")]
 
 
+def test_frames_withheld_on_purpose_are_no_fault_and_no_window_spans_them() -> None:
+    # The daemon hands frames to a calibration instead of the machine, then says so.
+    rng, clock, m = np.random.default_rng(21), Clock(), ScreeningMachine(S, warm_start=True)
+    run(m, empty(clock, 1.5, rng=rng))
+    head = [Head(face_c=34.0, distance_m=0.35)]
+    steps, _ = run(m, visit(clock, 0.5, head, rng=rng))
+    assert steps[-1].state.state == "measuring"
+    m.frames_withheld()
+    clock.t += 2.0
+    resumed = clock.t
+    steps, results = run(m, visit(clock, 2.5, head, rng=rng))
+    assert "fault" not in {s.state.state for s in steps}
+    assert steps[0].state.state == "hold-still"  # measuring starts again after the hole
+    assert [r.result for r in results] == ["normal"]
+    assert results[0].end_t - resumed >= S.window_s
+
+
 def test_a_slow_idle_sensor_is_not_a_fault() -> None:
     # At the idle rate (1 fps) frames are a second apart; so is the first frame of a visit.
     rng, clock, m = np.random.default_rng(22), Clock(fps=1.0), ScreeningMachine(S, warm_start=True)
