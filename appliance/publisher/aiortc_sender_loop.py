@@ -9,9 +9,16 @@ StunProtocol.send_data, the asyncio transport), one system call per packet. `ins
 this loop in its place on one sender (an instance attribute shadowing the method, as
 peer.py's keyframe hook does). It sends the same bytes; what it does differently:
 
+- frames are pushed, not pulled: while the loop waits in the track's push() (packettrack.py),
+  the feed hands each access unit to this sender's `FrameSender.sink` inside its own call, so
+  a frame reaches all the viewers in one pass on the event loop instead of waking one task per
+  viewer through aiortc's `_next_encoded_frame`. The sink sends what the socket takes at once;
+  anything else (a TURN relay's transport to await, a failure) it leaves to the loop and
+  releases the track, whose later frames then queue and are pulled as before;
 - each packet's header comes from a template made with the sender's own HeaderExtensionsMap
   (byte for byte what RtpPacket.serialize makes; the tests compare the two), the clock read
-  once per frame: a frame's packets leave in one burst, so they carry one abs-send-time;
+  once per frame and without datetime (`ntp_now`): a frame's packets leave in one burst, so
+  they carry one abs-send-time;
 - SRTP with the DTLS transport's session, and the datagrams go straight to the nominated ICE
   pair's socket; the DTLS transport's counters (getStats' bytesSent) are kept as it keeps them;
 - on Linux, packets of one size leave in one sendmsg with UDP_SEGMENT (GSO): the kernel cuts
@@ -24,15 +31,17 @@ peer.py's keyframe hook does). It sends the same bytes; what it does differently
 - the counters for the RTCP sender reports are updated once per frame, not per packet.
 
 Measured on the bench machine (2 shared cores): in a tight loop, one viewer's 7 KB P-frame
-(6 packets) takes about 35-40 us instead of 75-85 us; in `appliance bench video` the publisher
-with four viewers uses about a fifth less CPU. What is left per viewer is SRTP, the system
-calls, and aiortc's own per-connection work (RTCP each way every second, ICE consent, timers).
+(6 packets) takes about 35-40 us instead of 75-85 us. What is left per viewer is SRTP, the
+system calls, and aiortc's own per-connection work (RTCP each way every second, ICE consent,
+timers).
 
-Frames still come from aiortc's own `_next_encoded_frame` (the track, the sender's encoder slot,
-its enabled flag), and RTCP, NACK/RTX, keyframe requests and stop() are aiortc's, untouched.
+A track that is not a PacketTrack is pulled through aiortc's own `_next_encoded_frame`, and
+what the sink does with a packet is what that method does after the track (the sender's
+enabled flag, its encoder slot's pack()). RTCP, NACK/RTX, keyframe requests and stop() are
+aiortc's, untouched.
 
 The private parts it relies on: RTCRtpSender's name-mangled attributes in SENDER_ATTRIBUTES,
-`_next_encoded_frame`; RTCDtlsTransport's `_state`, `_tx_srtp`, `transport` and its tx counters;
+`_next_encoded_frame`, `_enabled`; RTCDtlsTransport's `_state`, `_tx_srtp`, `transport` and its tx counters;
 RTCIceTransport's aioice `_connection._nominated`. `install()` refuses (aiortc's own loop then
 runs: slower, still correct) for an aiortc version it was not checked against or a sender
 without those attributes, and a loop that finds the transports different at its start falls
@@ -47,18 +56,23 @@ import logging
 import socket
 import struct
 import sys
+import time
 import traceback
 from functools import partial
 from typing import Any
 
 import aiortc
-from aiortc import clock
+import av
+from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket
 from aiortc.utils import random32
+
+from appliance.publisher.packettrack import PacketTrack
+from appliance.publisher.srtp_batch import Protector
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +91,7 @@ SENDER_ATTRIBUTES = (
     "octet_count",
     "packet_count",
 )
+_ENCODER = _SENDER + "encoder"
 _DTLS_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
 _DTLS_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
 
@@ -87,8 +102,16 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 60_000  # below the 64 KiB a UDP datagram (before segmentation) may hold
 GSO_AVAILABLE = sys.platform == "linux"
 
+_NTP_1970 = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix epoch
 _LEAD = struct.Struct("!BBH")  # V=2 P X CC, M PT, sequence number
 _TS_SSRC = struct.Struct("!LL")
+
+
+def ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp: aiortc's clock.current_ntp_time() (which the
+    RTCP side still uses: the two must agree), without its several datetime objects."""
+    seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+    return ((seconds + _NTP_1970) << 32) | ((ns << 32) // 1_000_000_000)
 
 
 def aiortc_checked() -> bool:
@@ -98,7 +121,12 @@ def aiortc_checked() -> bool:
 def install(sender: RTCRtpSender) -> bool:
     """Run this loop instead of aiortc's for this sender (before its send() starts it)."""
     missing = [a for a in SENDER_ATTRIBUTES if not hasattr(sender, _SENDER + a)]
-    if not aiortc_checked() or missing or not hasattr(sender, "_next_encoded_frame"):
+    if (
+        not aiortc_checked()
+        or missing
+        or not hasattr(sender, "_next_encoded_frame")
+        or not hasattr(sender, "_enabled")
+    ):
         log.warning(
             "aiortc %s: not the RTCRtpSender this loop was written for (missing: %s); its own loop runs",
             aiortc.__version__,
@@ -247,6 +275,111 @@ class UdpOut:
         self.protocol = None
 
 
+class FrameSender:
+    """One sender's RTP state and its way out: a frame's payloads in, SRTP datagrams out on the
+    nominated ICE pair. Its `sink` is what a PacketTrack pushes the camera's packets into."""
+
+    def __init__(
+        self, sender: RTCRtpSender, codec: RTCRtpCodecParameters, template: HeaderTemplate, history: History
+    ) -> None:
+        assert codec.payloadType is not None  # send() gives the negotiated codec, payload type and all
+        self.sender = sender
+        self.codec = codec
+        self.payload_type = codec.payloadType
+        self.template = template
+        self.keep = history.raw.__setitem__
+        self.out = UdpOut()
+        self.sequence_number = random_sequence_number()
+        self.timestamp_origin = random32()
+        self.track: PacketTrack | None = None  # the track that pushes into `sink`
+        self.pending: tuple[Any, list[bytes]] | None = None  # what the sink left for the loop
+        self.failure: Exception | None = None  # what stopped the sink, raised by the loop
+        self._pair: Any = None
+        self._addr: Any = None
+        self._protector: Protector | None = None  # for the DTLS transport's SRTP session
+
+    def sink(self, packet: av.Packet) -> None:
+        """One packet from the track, sent now, inside the feed's call. Anything it cannot do
+        at once goes back to the loop: leftover datagrams to await, a failure to end on."""
+        track = self.track
+        assert track is not None
+        try:
+            if self.sender.track is not track:  # replaced: the loop turns to the new one
+                track.release()
+                return
+            frame = self.encode(packet)
+            if frame is None:
+                return
+            pair, datagrams = self.datagrams(*frame)
+            sent = self.send_now(pair, datagrams)
+            if sent < len(datagrams):
+                self.pending = (pair, datagrams[sent:])
+                track.release()
+        except Exception as exc:
+            self.failure = exc
+            track.release()
+
+    def encode(self, packet: av.Packet) -> tuple[list[bytes], int] | None:
+        """What aiortc's _next_encoded_frame does with a packet once the track gave it."""
+        sender = self.sender
+        if not sender._enabled:
+            return None
+        encoder = getattr(sender, _ENCODER)
+        if encoder is None:
+            encoder = get_encoder(self.codec)
+            setattr(sender, _ENCODER, encoder)
+        payloads, timestamp = encoder.pack(packet)
+        return (payloads, timestamp) if payloads else None
+
+    def datagrams(self, payloads: list[bytes], timestamp: int) -> tuple[Any, list[bytes]]:
+        """A frame's packets, numbered, kept for NACKs, protected and counted; and the pair to
+        send them on. ConnectionError, as aiortc's loop, once the transports are down."""
+        sender = self.sender
+        dtls = sender.transport
+        if dtls._state != State.CONNECTED:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        protector = self._protector
+        if protector is None or protector.session is not dtls._tx_srtp:
+            protector = self._protector = Protector(dtls._tx_srtp)
+        make_packet = self.template.packet
+        keep = self.keep
+        pt = self.payload_type
+        ntp = ntp_now()
+        timestamp = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
+        tail = self.template.tail(timestamp, sender._ssrc, ntp)
+        sequence_number = self.sequence_number
+        last = len(payloads) - 1
+        packets = []
+        for i, payload in enumerate(payloads):
+            packet = make_packet(pt, i == last, sequence_number, tail, payload)
+            keep(sequence_number % RTP_HISTORY_SIZE, packet)
+            packets.append(packet)
+            sequence_number = (sequence_number + 1) & 0xFFFF
+        self.sequence_number = sequence_number
+        datagrams = protector.protect_all(packets)
+        _count(sender, dtls, ntp, timestamp, sum(map(len, payloads)), datagrams)
+        return pair, datagrams
+
+    def send_now(self, pair: Any, datagrams: list[bytes]) -> int:
+        """As many of the datagrams as the socket takes now, in order; how many went."""
+        if pair is not self._pair:
+            self._pair, self._addr = pair, pair.remote_addr
+            self.out.use(pair.protocol)
+        return self.out.send(datagrams, self._addr)
+
+    async def send_rest(self, pair: Any, datagrams: list[bytes]) -> None:
+        """The rest, through the pair's transport (a TURN relay's included), one by one."""
+        for data in datagrams:
+            await pair.protocol.send_data(data, pair.remote_addr)
+
+    def close(self) -> None:
+        self.out.close()
+        self.track = None
+
+
 async def _run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
     extensions_map: HeaderExtensionsMap = getattr(sender, _SENDER + "rtp_header_extensions_map")
     template = HeaderTemplate.make(extensions_map, getattr(sender, _SENDER + "mid"))
@@ -257,50 +390,35 @@ async def _run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
     getattr(sender, _SENDER + "rtp_started").set()
     history = History(extensions_map)
     setattr(sender, _SENDER + "rtp_history", history)
-    keep = history.raw.__setitem__
-    out = UdpOut()
-    make_packet = template.packet
-    pt = codec.payloadType
-    assert pt is not None  # send() gives the negotiated codec, payload type and all
-    sequence_number = random_sequence_number()
-    timestamp_origin = random32()
+    out = FrameSender(sender, codec, template, history)
     try:
         while True:
-            if not sender.track:
+            if out.pending is not None:
+                pair, rest = out.pending
+                out.pending = None
+                await out.send_rest(pair, rest)
+            if out.failure is not None:
+                raise out.failure
+            track = sender.track
+            if not track:
                 await asyncio.sleep(0.02)
                 continue
-            enc_frame = await sender._next_encoded_frame(codec)
-            if enc_frame is None:
+            frame: tuple[list[bytes], int] | None
+            if isinstance(track, PacketTrack):
+                # Frames arrive through out.sink while this waits; it returns for what the
+                # sink left to do, or with a packet queued while the loop was busy.
+                out.track = track
+                packet = await track.push(out.sink)
+                frame = None if packet is None else out.encode(packet)
+            else:
+                enc_frame = await sender._next_encoded_frame(codec)
+                frame = None if enc_frame is None else (enc_frame.payloads, enc_frame.timestamp)
+            if frame is None:
                 continue
-
-            dtls = sender.transport
-            if dtls._state != State.CONNECTED:
-                raise ConnectionError("Cannot send encrypted RTP, not connected")
-            pair = dtls.transport._connection._nominated.get(1)
-            if pair is None:
-                raise ConnectionError("Cannot send data, not connected")
-            protect = dtls._tx_srtp.protect
-            ntp = clock.current_ntp_time()
-            timestamp = (timestamp_origin + enc_frame.timestamp) & 0xFFFFFFFF
-            tail = template.tail(timestamp, sender._ssrc, ntp)
-
-            payloads = enc_frame.payloads
-            last = len(payloads) - 1
-            datagrams = []
-            octets = 0
-            for i, payload in enumerate(payloads):
-                packet = make_packet(pt, i == last, sequence_number, tail, payload)
-                keep(sequence_number % RTP_HISTORY_SIZE, packet)
-                datagrams.append(protect(packet))
-                sequence_number = (sequence_number + 1) & 0xFFFF
-                octets += len(payload)
-
-            out.use(pair.protocol)
-            sent = out.send(datagrams, pair.remote_addr)
-            for data in datagrams[sent:]:
-                await pair.protocol.send_data(data, pair.remote_addr)
-
-            _count(sender, dtls, ntp, timestamp, octets, datagrams)
+            pair, datagrams = out.datagrams(*frame)
+            sent = out.send_now(pair, datagrams)
+            if sent < len(datagrams):
+                await out.send_rest(pair, datagrams[sent:])
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
     except Exception:
@@ -313,23 +431,24 @@ async def _run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
     if track:
         track.stop()
         setattr(sender, _SENDER + "track", None)
-    setattr(sender, _SENDER + "encoder", None)
+    setattr(sender, _ENCODER, None)
     getattr(sender, _SENDER + "rtp_exited").set()
 
 
 def _count(
-    sender: RTCRtpSender,
-    dtls: RTCDtlsTransport,
+    sender: Any,
+    dtls: Any,
     ntp: int,
     timestamp: int,
     octets: int,
     datagrams: list[bytes],
 ) -> None:
     """What aiortc counts per packet, for a frame: the sender's (its RTCP sender reports) and the
-    DTLS transport's (getStats)."""
-    setattr(sender, _SENDER + "ntp_timestamp", ntp)
-    setattr(sender, _SENDER + "rtp_timestamp", timestamp)
-    setattr(sender, _SENDER + "octet_count", getattr(sender, _SENDER + "octet_count") + octets)
-    setattr(sender, _SENDER + "packet_count", getattr(sender, _SENDER + "packet_count") + len(datagrams))
-    setattr(dtls, _DTLS_TX_BYTES, getattr(dtls, _DTLS_TX_BYTES) + sum(map(len, datagrams)))
-    setattr(dtls, _DTLS_TX_PACKETS, getattr(dtls, _DTLS_TX_PACKETS) + len(datagrams))
+    DTLS transport's (getStats). (The name-mangled attributes, spelt out: outside their class
+    they are plain names, and a plain attribute access is cheaper than getattr/setattr.)"""
+    sender._RTCRtpSender__ntp_timestamp = ntp
+    sender._RTCRtpSender__rtp_timestamp = timestamp
+    sender._RTCRtpSender__octet_count += octets
+    sender._RTCRtpSender__packet_count += len(datagrams)
+    dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datagrams))
+    dtls._RTCDtlsTransport__tx_packets += len(datagrams)

@@ -94,8 +94,7 @@ class OpusTrack(PacketTrack):
             self._feed._listeners_changed()
 
     def offer(self, packet: av.Packet) -> None:
-        self._queue.append(packet)  # a full deque drops its oldest
-        self._wake()
+        self._put(packet)  # a full deque drops its oldest
 
     def stop(self) -> None:
         super().stop()

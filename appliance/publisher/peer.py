@@ -56,7 +56,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import candidate_from_sdp
 
-from appliance.publisher import aiortc_sender_loop, channels
+from appliance.publisher import aiortc_rtcp_router, aiortc_sender_loop, aiortc_sender_reports, channels
 from appliance.publisher.audio import OpusFeed, OpusTrack
 from appliance.publisher.video import PassthroughTrack, SharedPacketizer, VideoSource
 from appliance.room import protocol
@@ -131,6 +131,7 @@ class ViewerPeer:
         self._on_audio = on_audio
         self._on_video = on_video
         self._on_closed = on_closed
+        aiortc_rtcp_router.install()  # once per process; every RTCP packet a viewer sends
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,12 +149,14 @@ class ViewerPeer:
             # Packetised once for all viewers (video.py); only H.264 can be negotiated here.
             setattr(camera.sender, "_RTCRtpSender__encoder", SharedPacketizer())  # noqa: B010
             aiortc_sender_loop.install(camera.sender)
+        aiortc_sender_reports.install(camera.sender)
 
         self.audio_track: OpusTrack | None = None
         if audio is not None:
             self.audio_track = audio.track()
             self._tracks.append(self.audio_track)
             mic = self.pc.addTransceiver(self.audio_track, direction="sendrecv")
+            aiortc_sender_reports.install(mic.sender)  # silent until the viewer unmutes
         else:
             mic = self.pc.addTransceiver("audio", direction="recvonly")
         mic.setCodecPreferences(opus_preferences())

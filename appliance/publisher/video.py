@@ -52,7 +52,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from appliance.bus.client import Subscription
 from appliance.bus.topics import H264AccessUnit
 from appliance.publisher.keyframes import KeyframeRequests
-from appliance.publisher.packettrack import PacketTrack
+from appliance.publisher.packettrack import PacketTrack, Sink
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,21 @@ class SharedPacketizer:
 
     _packer = FullFragments()
     packed = 0  # access units actually packetised, over all instances (for the tests)
+    # The packet asked for last and its payloads: the feed offers one packet to every sender in
+    # turn, and an identity check is cheaper than PyAV's opaque lookup.
+    _last: tuple[av.Packet | None, tuple[list[bytes], int]] = (None, ([], 0))
 
     def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
-        done = packet.opaque
-        if done is None:
-            done = packet.opaque = self._packer.pack(packet)
+        last, done = SharedPacketizer._last
+        if last is packet:
+            return done
+        kept = packet.opaque
+        if kept is None:
+            kept = packet.opaque = self._packer.pack(packet)
             SharedPacketizer.packed += 1
-        return cast(tuple[list[bytes], int], done)
+        done = cast(tuple[list[bytes], int], kept)
+        SharedPacketizer._last = (packet, done)
+        return done
 
 
 class PassthroughTrack(PacketTrack):
@@ -120,13 +128,20 @@ class PassthroughTrack(PacketTrack):
         self.overflows = 0
 
     async def recv(self) -> av.Packet:
+        self._start()
+        return await self._next_packet()
+
+    async def push(self, sink: Sink) -> av.Packet | None:
+        self._start()
+        return await super().push(sink)
+
+    def _start(self) -> None:
         if not self._started:
-            # The sender pulls its first packet once DTLS is up: ask for the IDR now, not at
+            # The sender asks for its first packet once DTLS is up: ask for the IDR now, not at
             # viewer-joined, or it would pass before the viewer could receive it.
             self._started = True
             if self.need_keyframe:
                 self._feed.want_keyframe()
-        return await self._next_packet()
 
     def offer(self, packet: av.Packet, keyframe: bool) -> None:
         """A new access unit from the feed (called on the event loop)."""
@@ -143,8 +158,7 @@ class PassthroughTrack(PacketTrack):
                 self.skipped += 1
                 self._feed.want_keyframe()
                 return
-        self._queue.append(packet)
-        self._wake()
+        self._put(packet)
 
     def resync(self) -> None:
         """Access units were lost upstream: drop what is queued and wait for an IDR."""

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, clock
 from aiortc.mediastreams import VideoStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensionsMap, RtpPacket
@@ -25,6 +26,7 @@ from appliance.publisher.aiortc_sender_loop import (
     History,
     UdpOut,
     install,
+    ntp_now,
     transports_known,
 )
 
@@ -131,6 +133,13 @@ def test_the_history_parses_a_packet_back_for_a_nack() -> None:
     assert history.get(1) is None
 
 
+def test_the_ntp_clock_is_aiortcs() -> None:
+    # The sender reports carry ntp_now(); aiortc computes round-trip times from its own clock.
+    ours, theirs = ntp_now(), clock.current_ntp_time()
+    assert abs(theirs - ours) < (1 << 32) // 100  # 10 ms apart at most: the same wall clock
+    assert (ours >> 32) - 2_208_988_800 == pytest.approx(time.time(), abs=1)
+
+
 # --- sending --------------------------------------------------------------------------------------
 
 
@@ -231,9 +240,14 @@ def test_a_relay_without_a_socket_sends_through_its_transport() -> None:
 # --- over a real connection -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("way", ["socket", "transport"])
 async def test_a_viewer_gets_every_packet_and_nacks_are_answered(
-    camera: Camera, start_publisher: Start, room: RoomServer
+    camera: Camera, start_publisher: Start, room: RoomServer, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
+    if way == "transport":
+        # As through a TURN relay (no socket of its own): every frame's datagrams are left by
+        # the track's sink for the loop to await, and the frames offered meanwhile queue.
+        monkeypatch.setattr(UdpOut, "send", lambda self, datagrams, addr: 0)
     pub = await start_publisher()
     viewer = AiortcViewer(room.url)
     try:
@@ -242,6 +256,8 @@ async def test_a_viewer_gets_every_packet_and_nacks_are_answered(
         peer = pub.call.viewers[viewer.peer_id].peer
         sender = next(s for s in peer.pc.getSenders() if s.kind == "video")
         assert isinstance(sender._run_rtp, partial) and sender._run_rtp.func is loop_module._run_rtp
+        # Between frames the loop waits in push(), its sink in the track (no pulls, no wake-ups).
+        await wait_until(lambda: sender.track._sink is not None, "the sink in place", 2)
         history = sender._RTCRtpSender__rtp_history
         assert isinstance(history, History) and history.raw
 
