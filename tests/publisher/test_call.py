@@ -112,9 +112,17 @@ async def test_a_viewer_gets_h264_passed_through_and_data_channel_messages(
         while True:
             state = (await call_states.get()).msg
             assert isinstance(state, CallState)
-            if state.room_connected and state.viewers and state.viewers[0].bitrate_kbps is not None:
+            figures = state.viewers[0] if state.viewers else None
+            if (
+                state.room_connected
+                and figures
+                and figures.bitrate_kbps is not None
+                and figures.rtt_ms is not None
+            ):
                 break
     assert state.viewers[0].viewer_id == viewer.peer_id and state.viewers[0].bitrate_kbps > 0
+    # The round trip: our sender reports, answered in the viewer's receiver reports.
+    assert state.viewers[0].rtt_ms >= 0 and state.viewers[0].loss is not None
 
 
 async def test_a_pli_makes_the_camera_send_a_keyframe(
