@@ -466,6 +466,9 @@ async def _chromium(base: str, invite: str, joins: int, seconds: float) -> dict[
 # --- the suite ---------------------------------------------------------------------------------
 
 
+FANOUT_REPEATS = 3  # the headline fan-out stages, median of (see _scenario)
+
+
 def _ratios(cpu: dict[str, float]) -> dict[str, float]:
     out = {
         "fanout_cpu_ratio_4v_1v": round(cpu["passthrough_4v"] / cpu["passthrough_1v"], 3),
@@ -476,9 +479,18 @@ def _ratios(cpu: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _scenario(kiosk: Kiosk, room: tuple[str, str, str], seconds: float, *, listen: bool) -> dict[str, Any]:
-    """The runs of one scenario: publisher CPU for each video path and viewer count."""
-    passthrough = _cpu_runs("passthrough", [1, 4], kiosk, room, seconds, listen=listen)
+def _scenario(
+    kiosk: Kiosk, room: tuple[str, str, str], seconds: float, *, listen: bool, repeats: int = 1
+) -> dict[str, Any]:
+    """The runs of one scenario: publisher CPU for each video path and viewer count.
+
+    The fan-out stages (1 viewer, then 4) run `repeats` times, each in a fresh publisher; the
+    figures are those of the run with the median 4:1 ratio. On a shared 2-core machine one
+    15 s window moves that ratio by about +-0.08 from run to run (a few ms of CPU either way),
+    so one run says less than the middle of three; every run's ratio is in the output."""
+    fanouts = [_cpu_runs("passthrough", [1, 4], kiosk, room, seconds, listen=listen) for _ in range(repeats)]
+    ratios = [r[4]["cpu_percent"] / r[1]["cpu_percent"] for r in fanouts]
+    passthrough = fanouts[sorted(range(repeats), key=ratios.__getitem__)[repeats // 2]]
     runs = {
         "passthrough_1v": passthrough[1],
         "passthrough_4v": passthrough[4],
@@ -489,6 +501,7 @@ def _scenario(kiosk: Kiosk, room: tuple[str, str, str], seconds: float, *, liste
     cpu = {name: run["cpu_percent"] for name, run in runs.items()}
     return {
         **_ratios(cpu),
+        "fanout_cpu_ratio_4v_1v_runs": [round(r, 3) for r in ratios],
         "publisher_cpu_percent": cpu,
         "viewer_fps": {name: run["viewer_fps"] for name, run in runs.items()},
     }
@@ -515,7 +528,7 @@ def bench_video(quick: bool = False) -> dict[str, Any]:
             kiosk.start("bus")
             camera = kiosk.start("camera")
             camera_cpu0, camera_t0 = cpu_seconds(camera.pid), time.monotonic()
-            video_only = _scenario(kiosk, room, seconds, listen=False)
+            video_only = _scenario(kiosk, room, seconds, listen=False, repeats=1 if quick else FANOUT_REPEATS)
             full_call = _scenario(kiosk, room, seconds, listen=True)
             camera_cpu = (cpu_seconds(camera.pid) - camera_cpu0) / (time.monotonic() - camera_t0)
             ctx = mp.get_context("spawn")
