@@ -219,12 +219,18 @@ def test_a_warm_start_only_waits_for_the_background() -> None:
     assert [r.result for r in results] == ["normal"]
 
 
-def test_frames_missing_while_measuring_are_a_fault_and_a_retry() -> None:
+def measuring() -> tuple[np.random.Generator, Clock, ScreeningMachine, list[Head]]:
+    """A warm machine half a second into measuring someone."""
     rng, clock, m = np.random.default_rng(21), Clock(), ScreeningMachine(S, warm_start=True)
     run(m, empty(clock, 1.5, rng=rng))
     head = [Head(face_c=34.0, distance_m=0.35)]
-    steps, results = run(m, visit(clock, 0.5, head, rng=rng))
+    steps, _ = run(m, visit(clock, 0.5, head, rng=rng))
     assert steps[-1].state.state == "measuring"
+    return rng, clock, m, head
+
+
+def test_frames_missing_while_measuring_are_a_fault_and_a_retry() -> None:
+    rng, clock, m, head = measuring()
     clock.t += 1.0  # the driver refused a second of frames
     steps, results = run(m, visit(clock, 0.3, head, rng=rng))
     assert steps[0].state.state == "fault"
@@ -233,11 +239,7 @@ def test_frames_missing_while_measuring_are_a_fault_and_a_retry() -> None:
 
 def test_frames_withheld_on_purpose_are_no_fault_and_no_window_spans_them() -> None:
     # The daemon hands frames to a calibration instead of the machine, then says so.
-    rng, clock, m = np.random.default_rng(21), Clock(), ScreeningMachine(S, warm_start=True)
-    run(m, empty(clock, 1.5, rng=rng))
-    head = [Head(face_c=34.0, distance_m=0.35)]
-    steps, _ = run(m, visit(clock, 0.5, head, rng=rng))
-    assert steps[-1].state.state == "measuring"
+    rng, clock, m, head = measuring()
     m.frames_withheld()
     clock.t += 2.0
     resumed = clock.t
