@@ -21,7 +21,6 @@ import pylibsrtp
 from pylibsrtp import Session
 
 CHECKED_PYLIBSRTP = ("1.0",)  # major.minor versions whose Session.protect this mirrors
-_TRAILER = 16 + 128  # pylibsrtp's SRTP_MAX_TRAILER_LEN: the room protect() keeps in its buffer
 
 try:
     from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
@@ -55,7 +54,7 @@ class Protector:
         session: Any = self.session
         srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
         length = self._length
-        limit = len(cdata) - _TRAILER
+        limit = len(cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN  # the room protect() keeps free
         protect = lib.srtp_protect
         ok = lib.srtp_err_status_ok
         out = []

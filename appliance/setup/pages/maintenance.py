@@ -115,11 +115,7 @@ async def change_password(request: web.Request) -> web.Response:
     form = await request.post()
     current, password, confirm = (str(form.get(k, "")) for k in ("current", "password", "confirm"))
     client = request.remote or "unknown"
-    wait = ctx.limiter.retry_after(client)
-    if wait > 0:
-        return _page(
-            request, notice("error", f"Too many wrong passwords: try again in {int(wait) + 1} s."), status=429
-        )
+    # The limit is checked in check_password_limited, before any hashing: the form is read already.
     right, wait = await ctx.check_password_limited(client, current)
     if wait > 0:
         return _page(
