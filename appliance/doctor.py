@@ -409,8 +409,36 @@ def appliance_units() -> list[str]:
     return ["appliance-bus.socket", *(f"appliance-{d}.service" for d in daemons.START_ORDER)]
 
 
-def unit_result(unit: str, props: Mapping[str, str], *, in_build: bool, socket_active: bool) -> CheckResult:
-    """What one unit's LoadState/ActiveState/SubState mean for a technician."""
+def recovery_unit(unit: str) -> str:
+    """The instance of systemd/appliance-recover@.service that every daemon unit's OnFailure= starts."""
+    return f"appliance-recover@{unit}.service"
+
+
+def unit_result(
+    unit: str,
+    props: Mapping[str, str],
+    *,
+    in_build: bool,
+    socket_active: bool,
+    recovery: Mapping[str, str] | None = None,
+) -> CheckResult:
+    """What one unit's LoadState/ActiveState/SubState (and NRestarts, and the state of its
+    recovery unit) mean for a technician."""
+    result = _unit_state(unit, props, in_build=in_build, socket_active=socket_active)
+    if result.status is not Status.FAIL or recovery is None or props.get("ActiveState") != "failed":
+        return result
+    # A daemon at its start limit is started again by its recovery unit after a wait; say which
+    # of the two the technician is looking at: a recovery on its way, or one that failed too.
+    rec = recovery_unit(unit)
+    state = recovery.get("ActiveState", "")
+    if state in ("activating", "active"):
+        return _fail(result.name, f"{result.detail}; {rec} starts it again shortly")
+    if state == "failed":
+        return _fail(result.name, f"{result.detail}; its automatic recovery failed too: journalctl -u {rec}")
+    return result
+
+
+def _unit_state(unit: str, props: Mapping[str, str], *, in_build: bool, socket_active: bool) -> CheckResult:
     name = f"unit {unit}"
     load = props.get("LoadState", "")
     active = props.get("ActiveState", "")
@@ -425,6 +453,15 @@ def unit_result(unit: str, props: Mapping[str, str], *, in_build: bool, socket_a
     if load not in ("loaded", ""):
         return _fail(name, f"cannot be loaded ({load}): systemctl status {unit}")
     if active == "active":
+        # Restart= brings a crashed or watchdog-killed daemon back within seconds, so a kiosk can
+        # look healthy while one of its daemons keeps dying; systemd counts those restarts.
+        restarts = props.get("NRestarts", "0")
+        if restarts.isdigit() and int(restarts) > 0:
+            return _warn(
+                name,
+                f"active ({sub}), but systemd restarted it {restarts} times (crashes or watchdog): {logs}",
+                restarts=int(restarts),
+            )
         return _ok(name, f"active ({sub})")
     if sub == "auto-restart":
         return _fail(name, f"crashing and being restarted: {logs}")
@@ -461,10 +498,18 @@ def check_units(
         return [_skip("units", "systemctl not found")]
     names = list(units) if units is not None else appliance_units()
     built = set(in_build) if in_build is not None else set(daemons.available())
+    recoveries = [recovery_unit(u) for u in names if u.endswith(".service")]
     # `is-active` cannot tell a stopped unit from one that is not installed; `show` can.
     try:
         out = subprocess.run(
-            [systemctl, "show", "--property=Id,LoadState,ActiveState,SubState", "--", *names],
+            [
+                systemctl,
+                "show",
+                "--property=Id,LoadState,ActiveState,SubState,NRestarts",
+                "--",
+                *names,
+                *recoveries,
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -480,7 +525,10 @@ def check_units(
     for unit in names:
         daemon = unit.removeprefix("appliance-").rsplit(".", 1)[0]
         props = states.get(unit, {"LoadState": "not-found"})
-        results.append(unit_result(unit, props, in_build=daemon in built, socket_active=socket_active))
+        recovery = states.get(recovery_unit(unit))
+        results.append(
+            unit_result(unit, props, in_build=daemon in built, socket_active=socket_active, recovery=recovery)
+        )
     return results
 
 

@@ -333,12 +333,21 @@ def fake_systemctl(tmp_path: Path) -> Iterator[Path]:
                 "appliance-thermal.service": ("loaded", "active", "running"),
                 "appliance-camera.service": ("loaded", "failed", "failed"),
                 "appliance-screening.service": ("loaded", "activating", "auto-restart"),
+                "appliance-screen.service": ("loaded", "active", "running", "3"),
+                "appliance-setup.service": ("loaded", "failed", "failed"),
+                # A template's instances load on demand: one never started shows as loaded, inactive.
+                "appliance-recover@appliance-camera.service.service": ("loaded", "activating", "start-pre"),
+                "appliance-recover@appliance-setup.service.service": ("loaded", "failed", "failed"),
             }}
             units = sys.argv[sys.argv.index("--") + 1:]
             blocks = []
             for unit in units:
-                load, active, sub = table.get(unit, ("not-found", "inactive", "dead"))
-                blocks.append(f"Id={{unit}}\\nLoadState={{load}}\\nActiveState={{active}}\\nSubState={{sub}}")
+                default = ("loaded", "inactive", "dead") if "@" in unit else ("not-found", "inactive", "dead")
+                load, active, sub, *restarts = table.get(unit, default)
+                blocks.append(
+                    f"Id={{unit}}\\nLoadState={{load}}\\nActiveState={{active}}\\nSubState={{sub}}"
+                    f"\\nNRestarts={{restarts[0] if restarts else 0}}"
+                )
             print("\\n\\n".join(blocks))
             """
         )
@@ -360,15 +369,40 @@ def test_units_from_systemctl(tmp_path: Path, fake_systemctl: Path) -> None:
         in_build=["bus", "thermal", "camera", "screening", "setup"],
     )
     got = {r.name.removeprefix("unit "): (r.status, r.detail) for r in results}
+    assert list(got) == doctor.appliance_units()  # one line per unit; the recoveries fold into theirs
     assert got["appliance-bus.socket"][0] is Status.OK
     assert got["appliance-bus.service"][0] is Status.OK  # socket-activated, starts on demand
     assert got["appliance-thermal.service"][0] is Status.OK
-    assert got["appliance-camera.service"][0] is Status.FAIL
-    assert "journalctl -u appliance-camera.service" in got["appliance-camera.service"][1]
+    # Failed at its start limit, its recovery waiting to start it again.
+    camera = got["appliance-camera.service"]
+    assert camera[0] is Status.FAIL
+    assert "journalctl -u appliance-camera.service" in camera[1]
+    assert "appliance-recover@appliance-camera.service.service starts it again" in camera[1]
     assert got["appliance-screening.service"][0] is Status.FAIL
     assert "crashing" in got["appliance-screening.service"][1]
-    assert got["appliance-setup.service"][0] is Status.FAIL  # in this build, but not installed
-    assert got["appliance-publisher.service"][0] is Status.SKIP  # not part of this build
+    # Running, but systemd has had to restart it: a daemon that crashes now and then.
+    assert got["appliance-screen.service"][0] is Status.WARN
+    assert "restarted it 3 times" in got["appliance-screen.service"][1]
+    # Failed, and the recovery that should have started it again failed too.
+    setup = got["appliance-setup.service"]
+    assert setup[0] is Status.FAIL
+    assert "recovery failed" in setup[1]
+    assert "journalctl -u appliance-recover@appliance-setup.service.service" in setup[1]
+    assert got["appliance-publisher.service"][0] is Status.SKIP  # not part of this build, not installed
+
+
+def test_a_unit_of_this_build_not_installed_fails(tmp_path: Path, fake_systemctl: Path) -> None:
+    (tmp_path / "systemd").mkdir()
+    results = doctor.check_units(
+        ["appliance-bus.socket", "appliance-room.service"],
+        systemctl=str(fake_systemctl),
+        systemd_run=tmp_path / "systemd",
+        in_build=["bus", "room"],
+    )
+    got = {r.name.removeprefix("unit "): r for r in results}
+    assert got["appliance-bus.socket"].status is Status.OK
+    assert got["appliance-room.service"].status is Status.FAIL
+    assert "not installed" in got["appliance-room.service"].detail
 
 
 def test_no_appliance_units_at_all_is_a_warning(tmp_path: Path, fake_systemctl: Path) -> None:

@@ -27,8 +27,9 @@ import pytest
 import rootfs_cache
 from systemd_machine import Machine
 
-from appliance import daemons
+from appliance import daemons, doctor
 from appliance.bus.topics import ScreeningResult
+from appliance.doctor import CheckResult, Status
 
 pytestmark = pytest.mark.slow
 
@@ -254,6 +255,10 @@ def test_kill_9_is_restarted_and_ready_within_3s(machine: Machine, outages: Outa
     outages.spans.append((daemon, killed, ready))
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
     assert ready - killed <= READY_AFTER_KILL_S, f"{daemon}: READY {ready - killed:.2f} s after kill -9"
+    # Up again, and `appliance doctor` says it has been restarting.
+    report = doctor_units(machine, name)
+    assert report.status is Status.WARN, report
+    assert f"restarted it {after['NRestarts']} times" in report.detail, report
     print(f"{daemon}: READY again {ready - killed:.2f} s after kill -9")
 
 
@@ -357,6 +362,16 @@ def recover_unit(name: str) -> str:
     return f"appliance-recover@{name}.service"
 
 
+def doctor_units(machine: Machine, name: str) -> CheckResult:
+    """`appliance doctor`'s line for one unit, with systemctl answered by the machine's systemd."""
+    wrapper = machine.workdir / "systemctl-in-machine"
+    wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {machine.pid1} -m -p -u -i -n -r -w systemctl "$@"\n')
+    wrapper.chmod(0o755)
+    results = doctor.check_units([name], systemctl=str(wrapper), systemd_run=machine.workdir)
+    [result] = results
+    return result
+
+
 @pytest.mark.parametrize("daemon", ["thermal", "bus"])
 def test_a_unit_at_its_start_limit_is_started_again(machine: Machine, daemon: str) -> None:
     """kill -9 the daemon again and again, each new main process as soon as it exists, until
@@ -401,6 +416,10 @@ def test_a_unit_at_its_start_limit_is_started_again(machine: Machine, daemon: st
     assert machine.show(recover, "ActiveState")["ActiveState"] == "activating"
     runs = machine.journal("--after-cursor", cursor, "-u", recover, "-o", "cat")
     assert "Finished " not in runs, f"{recover} ran before the limit:\n{runs}"
+    # What `appliance doctor` tells a technician now, from this systemd.
+    report = doctor_units(machine, name)
+    assert report.status is Status.FAIL, report
+    assert f"{recover} starts it again shortly" in report.detail, report
     if daemon == "bus":
         sock = machine.show("appliance-bus.socket", "ActiveState", "Result")
         print(f"appliance-bus.socket after the bus hit its limit: {sock}")
@@ -412,6 +431,9 @@ def test_a_unit_at_its_start_limit_is_started_again(machine: Machine, daemon: st
     assert log.count("reset it and started it again") == 1 and log.count("Finished ") == 1, log
     if daemon == "bus":
         assert machine.show("appliance-bus.socket", "ActiveState")["ActiveState"] == "active"
+    report = doctor_units(machine, name)
+    print(f"appliance doctor after the recovery: {report.status.value}: {report.detail}")
+    assert report.status in (Status.OK, Status.WARN) and report.detail.startswith("active"), report
     # The others lost the broker for a while: all of them must be (or come back) up.
     for d in AVAILABLE:
         wait_active(machine, unit(d), RECOVER_DELAY_S + 60)
