@@ -368,6 +368,11 @@ class ScreeningService:
             self._inject_fault(prev_ts + self._tolerance(prev_period), NO_THERMAL)
         if self._last_fed_t is not None and ts <= self._last_fed_t:
             return  # older than an injected fault: says nothing about the present
+        if prev_period is not None and period > prev_period:
+            # The sampler went to its idle rate (no pixel above its own presence level, which
+            # is higher than what screening tracks): the longer wait for this frame is its
+            # choice, not frames lost. The machine must not call it a stopped sensor.
+            self.machine.frames_withheld()
         if fault:
             self._fault_reason = self._thermal_fault_reason()
         else:

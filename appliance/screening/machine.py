@@ -144,7 +144,8 @@ class ScreeningMachine:
         return step
 
     def frames_withheld(self) -> None:
-        """The frames since the last one fed went elsewhere on purpose (a calibration took them).
+        """The frames since the last one fed went elsewhere on purpose (a calibration took them),
+        or were never made on purpose (the sampler slowed to its idle rate).
 
         The hole before the next frame is then no sensor that stopped (no fault, no "retry"),
         but no window may span it either: measuring starts again from the next frame.

@@ -115,13 +115,13 @@ class Rig:
     def db(self) -> Path:
         return self.config.paths.state_dir / "events.db"
 
-    async def play(self, frames: Iterable[FrameInput], pace: float = 0.003) -> None:
+    async def play(self, frames: Iterable[FrameInput], pace: float = 0.003, rate_hz: float = 10.0) -> None:
         for f in frames:
             self.frame_seq += 1
             msg = ThermalFrame(
                 pixels=[float(v) for v in np.asarray(f.pixels).ravel()],
                 thermistor=f.thermistor_c,
-                rate_hz=10.0,
+                rate_hz=rate_hz,
                 frame_seq=self.frame_seq,
             )
             self.bus.publish_nowait("thermal.frame", msg, ts=self.base + f.t)
@@ -452,6 +452,33 @@ async def test_a_gap_in_frames_mid_measurement_can_never_give_a_normal(rig: Rig)
     await rig.empty(1.0)  # the person who got the retry has left (one visit, one answer)
     await rig.person(rig.normal)
     assert (await next_msg(results)).result == "normal"
+
+
+async def test_the_sampler_going_idle_mid_visit_is_not_a_sensor_fault(rig: Rig) -> None:
+    # The thermal daemon drops to its idle rate once no pixel has been above its own presence
+    # level (thermal.presence_delta_c, 3 degC over the room) for idle_after_s; screening tracks
+    # fainter people than that (someone stepping back, far from the sensor). The 1 s hole before
+    # the first idle frame is the sampler's choice, announced by the frame's rate_hz: not a
+    # sensor that stopped, so no "out of order" and no "retry" for a sensor fault.
+    results = rig.bus.subscribe("screening.result")
+    states = rig.bus.subscribe("screening.state")
+    await rig.empty(1.5)
+    frames = list(visit(rig.clock, 8.0, [rig.normal], rng=rig.rng))
+    await rig.play(frames[:4])
+    await next_msg(states, lambda m: m.state == "measuring")
+    await rig.play(frames[13::10], rate_hz=1.0)
+    await rig.empty(4.0, noise_sd=0.16)
+    await asyncio.sleep(0.1)
+    seen = [(rx.msg.state, rx.msg.reason) for rx in drain(states)]
+    assert not [m for m in seen if m[0] == "fault"], seen
+    assert not [rx.msg for rx in drain(results) if rx.msg.result == "retry"]
+    # And a real hole at the active rate still is one.
+    await rig.person(rig.normal)
+    assert (await next_msg(results)).result == "normal"
+    frames = list(visit(rig.clock, 3.0, [rig.normal], rng=rig.rng))
+    await rig.play(frames[:5] + frames[10:])
+    assert (await next_msg(results)).result == "retry"
+    await next_msg(states, lambda m: m.state == "fault")
 
 
 async def test_frames_that_skip_time_are_a_gap_even_when_they_arrive_on_time(rig: Rig) -> None:
