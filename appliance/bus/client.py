@@ -116,6 +116,9 @@ class Subscription:
         while not self.queue:
             if self.closed:
                 raise StopAsyncIteration
+            if self._waiter is not None:
+                # One wake-up slot: a second waiting task would take it and strand the first.
+                raise RuntimeError(f"subscription {self.pattern!r} has one reader; another task is waiting")
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

@@ -194,3 +194,21 @@ async def test_a_reply_to_a_request_from_a_lost_connection_is_not_sent_on_the_ne
     async with asyncio.timeout(10):
         assert await answer == Scratch(n=2)
     assert server.reconnects == 1 and server.last_error is None
+
+
+async def test_a_subscription_has_one_reader_at_a_time(broker: Broker, make_client: MakeClient) -> None:
+    """A second task waiting on the same Subscription would take the first one's wake-up slot
+    and leave it waiting for ever (or until a later message): it is refused at once instead.
+    Readers one after the other, and a reader that timed out, are fine."""
+    bus = await make_client("sub")
+    sub = bus.subscribe("test.event.y")
+    first = asyncio.create_task(sub.get(10))
+    await asyncio.sleep(0)  # the first reader is waiting now
+    with pytest.raises(RuntimeError, match="one reader"):
+        await sub.get(1)
+    await bus.publish("test.event.y", Scratch(n=1))
+    assert (await first).msg.n == 1
+    with pytest.raises(TimeoutError):
+        await sub.get(0.05)
+    await bus.publish("test.event.y", Scratch(n=2))
+    assert (await sub.get(10)).msg.n == 2
