@@ -130,16 +130,18 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     address = client_address(request)
     if wait := s.limits.login.hit(address, now):
         return limited(wait, "Too many logins from your address.")
-    if wait := s.limits.login_failures.blocked_for(username, now):
+    # Charged now and refunded on success: checked here but charged only after the await
+    # below, guesses sent at once all got past the check and the limit counted none of them.
+    if wait := s.limits.login_failures.hit(username, now):
         return limited(wait, "Too many wrong passwords for this account.")
     admin, stored = s.accounts.credentials(username)
     # PBKDF2 takes ~0.1 s of CPU: off the event loop, so signaling does not stall meanwhile.
     good = await asyncio.to_thread(verify_password, password, stored)
     if admin is None or not good:
-        s.limits.login_failures.hit(username, now)
         log.info("failed login from %s", address)
         page = pages.login(who.csrf, target, username=username, error="Wrong username or password.")
         return finish(request, html(page, 401), who)
+    s.limits.login_failures.refund(username)
     token = s.accounts.new_session(admin, now, s.config.accounts.session_ttl_s)
     log.info("admin %s logged in from %s", admin.username, address)
     response = see_other(target)

@@ -129,6 +129,10 @@ async def device_token(request: web.Request) -> web.Response:
         }
         answer = decision.answer if decision.answer != "issue" else "invalid_grant"
         return json_response(t.TokenError(error=answer, error_description=descriptions[answer]), 400)
+    for old in issued.replaced:
+        # Its token was revoked just now: a connection it still holds must not go on relaying
+        # (nor hold the room, which would refuse the new token with 409 device_busy).
+        s.hub.kick_device(old, "device token revoked: the kiosk paired again")
     log.info("device %s paired to room %s", issued.device.id, issued.device.room_id)
     return json_response(
         t.TokenResponse(

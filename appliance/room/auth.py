@@ -8,6 +8,7 @@ A POST without the right token gets 403 before anything else is looked at.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ SESSION_COOKIE = "room_session"
 PRE_COOKIE = "room_pre"
 CSRF_FIELD = "csrf"
 _TOKEN_MAX = 128
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{_TOKEN_MAX}}}")  # what tokens.new_token makes
 
 
 @dataclass
@@ -41,7 +43,9 @@ def visitor(request: web.Request) -> Visitor:
     if admin is None:
         session = None
     pre = request.cookies.get(PRE_COOKIE, "")
-    new_pre = not pre or len(pre) > _TOKEN_MAX
+    # Only a value we could have set: header bytes that are not UTF-8 arrive as lone surrogates,
+    # and signing one raised UnicodeEncodeError (a 500 on every page for that browser).
+    new_pre = not _TOKEN.fullmatch(pre)
     if new_pre:
         pre = tokens.new_token()
     csrf = tokens.sign(s.key, "session", session) if session else tokens.sign(s.key, "pre", pre)
@@ -81,6 +85,14 @@ def csrf_ok(who: Visitor, form: Mapping[str, object]) -> bool:
 
 def safe_next(target: str, default: str = "/rooms") -> str:
     """Only a path on this site: never //evil.example or a scheme (open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target and len(target) < 512:
+    # No control characters either: browsers drop tabs and newlines from a Location, so
+    # "/<TAB>/evil.example" would become "//evil.example".
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and len(target) < 512
+        and not any(c < " " or c == "\x7f" for c in target)
+    ):
         return target
     return default

@@ -47,6 +47,9 @@ class Issued:
     device: Device
     token: str
     room_name: str
+    # The devices whose tokens this pairing revoked (the same kiosk paired before): their
+    # connections must be cut off too, or a revoked token goes on signaling.
+    replaced: tuple[str, ...] = ()
 
 
 def _device(row: sqlite3.Row) -> Device:
@@ -177,16 +180,25 @@ class Devices:
                     "UPDATE device_codes SET state = 'denied' WHERE code_hash = ?", (code_hash,)
                 )
                 return PollDecision("access_denied", decision.interval), None
-            device, token = self._issue(room_id, row["device_id"], row["model"], row["firmware"], now)
+            device, token, replaced = self._issue(
+                room_id, row["device_id"], row["model"], row["firmware"], now
+            )
             self.conn.execute("UPDATE device_codes SET state = 'issued' WHERE code_hash = ?", (code_hash,))
-        return decision, Issued(device, token, row["room_name"])
+        return decision, Issued(device, token, row["room_name"], replaced)
 
     # --- devices ----------------------------------------------------------------------------
 
     def _issue(
         self, room_id: str, device_id: str, model: str, firmware: str, now: float
-    ) -> tuple[Device, str]:
+    ) -> tuple[Device, str, tuple[str, ...]]:
+        """The new device, its token, and the ids of the devices it replaces (now revoked)."""
         # A kiosk holds one token: pairing again revokes the one it had.
+        replaced = tuple(
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT id FROM devices WHERE device_id = ? AND revoked IS NULL", (device_id,)
+            )
+        )
         self.conn.execute(
             "UPDATE devices SET revoked = ? WHERE device_id = ? AND revoked IS NULL", (now, device_id)
         )
@@ -197,14 +209,15 @@ class Devices:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (device.id, room_id, device_id, model, firmware, tokens.digest(token), now),
         )
-        return device, token
+        return device, token, replaced
 
     def add(self, room_id: str, device_id: str, model: str, firmware: str, now: float) -> tuple[Device, str]:
         """A device and its token without the pairing dance (the benchmark's setup)."""
         with transaction(self.conn):
             if self.room_is_full(room_id, device_id):
                 raise RoomFull(room_id)
-            return self._issue(room_id, device_id, model, firmware, now)
+            device, token, _ = self._issue(room_id, device_id, model, firmware, now)
+            return device, token
 
     def authenticate(self, token: str) -> Device | None:
         row = self.conn.execute(

@@ -56,6 +56,12 @@ class RateLimiter:
         """Count one event; 0.0 if allowed, else seconds to wait (the event is not counted)."""
         return self._bucket(key, now).take(now)
 
+    def refund(self, key: str) -> None:
+        """Give back one event counted by hit() (charged before an await, then not needed)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(bucket.capacity, bucket.tokens + 1.0)
+
     def blocked_for(self, key: str, now: float) -> float:
         """Seconds until `key` may have an event, without counting one."""
         bucket = self._buckets.get(key)

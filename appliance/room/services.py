@@ -81,7 +81,9 @@ def client_address(request: web.Request) -> str:
         forwarded = request.headers.get("X-Forwarded-For", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
-            return last[:64]
+            # As ASCII: header bytes that are not UTF-8 arrive as lone surrogates, which SQLite
+            # (the pairing request keeps the address) refused with UnicodeEncodeError, a 500.
+            return last[:64].encode("ascii", "backslashreplace").decode()
     return request.remote or "unknown"
 
 

@@ -36,6 +36,10 @@ MAX_STRIKES = 10  # errors in a burst before the connection is closed; refilled 
 HEARTBEAT_S = 30.0  # aiohttp pings; a client that stops answering is dropped
 READ_LIMIT = 4 * p.MAX_MESSAGE_BYTES
 CLOSE_TIMEOUT_S = 5.0  # for a client to answer our close frame
+# Answers to a message that raced the other side leaving (candidates still in flight when a
+# viewer or the kiosk went). The sender did nothing wrong, so they are no strike: counted as
+# one, a dozen closed a kiosk, and every viewer's call with it. The rate limit still bounds them.
+RACE_ERRORS = frozenset({"no-device", "no-such-viewer"})
 
 
 class WsPeer:
@@ -142,7 +146,11 @@ class Connection:
             self._reply_error(p.Error(code=exc.code, message=str(exc)[:300], ref=_ref(data)))
             return
         err = self.hub.handle(self.member, msg)
-        if err is not None:
+        if err is None:
+            return
+        if err.code in RACE_ERRORS:
+            self.peer.send(p.encode(err))
+        else:
             self._reply_error(err)
 
     async def run(self, ws: web.WebSocketResponse) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
 import subprocess
@@ -259,3 +260,43 @@ async def test_malformed_form_bodies_are_4xx_never_5xx(admin: Browser) -> None:
                 url + path, data=body, headers={"Content-Type": content_type}
             ) as resp:
                 assert 400 <= resp.status < 500, (path, content_type, resp.status)
+
+
+async def test_next_with_tabs_or_newlines_cannot_leave_the_site(admin: Browser) -> None:
+    """Browsers drop tabs and newlines from a Location (WHATWG URL parsing): "/<TAB>/evil.example"
+    became "//evil.example", another site, after logging in."""
+    for target in ["/%09/evil.example/x", "/%0a/evil.example", "/%0d%0a/evil.example", "/\\evil"]:
+        async with admin.session.get(admin.room.url + f"/login?next={target}", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/rooms", (target, resp.headers)
+
+
+async def test_a_cookie_that_is_not_utf8_gets_a_fresh_one_not_a_500(room: Room) -> None:
+    """Header bytes that are not UTF-8 reach the handler as lone surrogates; a pre-session cookie
+    like that made the CSRF signature raise UnicodeEncodeError: a 500 on every page."""
+    host, port = room.url.removeprefix("http://").split(":")
+    for cookie in [b"room_pre=\xff\xfe", b"room_session=\xff; room_pre=\xc3"]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = b"GET /login HTTP/1.1\r\nHost: x\r\nCookie: " + cookie
+        writer.write(request + b"\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        head = answer.split(b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert re.search(rb"Set-Cookie: room_pre=[A-Za-z0-9_-]+;", head), head
+
+
+async def test_concurrent_wrong_passwords_cannot_outrun_the_account_limit(tmp_path: Path) -> None:
+    """The per-account limit was checked before the password (checked off the event loop) and
+    charged after it, so guesses sent at once all passed the check: twelve wrong passwords
+    were tried against an account that allows three."""
+    config = room_config(tmp_path, accounts={"login_failures_per_user": 3, "login_per_address_per_min": 1000})
+    async with running_room(config) as room:
+        room.add_admin()
+        browser = Browser(room)
+        try:
+            page = await browser.get("/login")
+            form = {"username": "alice", "password": "wrong wrong wrong", "csrf": csrf_of(page.text)}
+            pages = await asyncio.gather(*(browser.post("/login", form) for _ in range(12)))
+            assert sorted(p.status for p in pages) == [401] * 3 + [429] * 9
+        finally:
+            await browser.close()

@@ -3,6 +3,7 @@ the wrong-code limit at /activate, and the rate limits per address and overall."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from pathlib import Path
@@ -268,3 +269,22 @@ async def test_activate_rate_limit_per_address(tmp_path: Path) -> None:
             assert statuses == [400, 400, 429]
         finally:
             await browser.close()
+
+
+async def test_a_forwarded_address_that_is_not_text_is_no_500(tmp_path: Path) -> None:
+    """Behind a proxy the address comes from X-Forwarded-For; bytes there that are not UTF-8
+    arrive as lone surrogates, and storing one with the pairing request (SQLite) raised
+    UnicodeEncodeError: a 500."""
+    async with running_room(room_config(tmp_path, service={"behind_proxy": True})) as room:
+        host, port = room.url.removeprefix("http://").split(":")
+        body = b'{"device_id": "kiosk-1", "model": "Pi", "firmware": "1"}'
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /api/v1/device/authorize HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, \xff\xfe\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(body)
+            + body
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]

@@ -323,3 +323,46 @@ async def test_a_client_that_stops_reading_is_cut_off() -> None:
     assert sock.closed_with is not None and sock.closed_with[0] == 1008
     assert b"too slow" in sock.closed_with[1]
     assert not peer.queue
+
+
+# --- races and re-pairing ------------------------------------------------------------------------
+
+
+async def test_pairing_again_cuts_off_the_old_tokens_connection(setup: Setup) -> None:
+    """Pairing a kiosk again revokes its old token; its connection went on relaying (a revoked
+    token still signaling) and held the room, so the new token got 409 device_busy until
+    the old TCP stream died."""
+    old = await setup.device()
+    new_token = await pair_device(setup.room, setup.admin, setup.room_id, setup.http)
+    code, reason = await old.closed()
+    assert code == 1008 and "paired again" in reason
+    device = await connect(setup.http, setup.room.ws_url(), new_token)
+    assert isinstance(await device.recv(), p.Welcome)
+
+
+async def test_messages_racing_a_peer_that_left_do_not_close_the_sender(setup: Setup) -> None:
+    """Candidates still in flight when the other side goes are answered no-device or
+    no-such-viewer. They are a race, not misbehaviour: counted as strikes, a dozen of them
+    closed the device (and with it every viewer's call) or a viewer with 1008."""
+    device = await setup.device()
+    viewer, welcome = await setup.viewer()
+    await device.expect(p.ViewerJoined)
+    cand = p.IceCandidate(candidate="candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", sdpMid="0")
+    await viewer.ws.close()
+    await device.expect(p.ViewerLeft)
+    for _ in range(15):
+        await device.send(p.Ice(to=welcome.peer_id, candidate=cand))
+    for _ in range(15):
+        assert (await device.expect(p.Error)).code == "no-such-viewer"
+    await device.send(p.Ping())
+    assert isinstance(await device.expect(p.Pong), p.Pong)  # still connected
+
+    other, _ = await setup.viewer()
+    await device.ws.close()
+    await other.expect(p.Presence)
+    for _ in range(15):
+        await other.send(p.Ice(candidate=cand))
+    for _ in range(15):
+        assert (await other.expect(p.Error)).code == "no-device"
+    await other.send(p.Ping())
+    assert isinstance(await other.expect(p.Pong), p.Pong)
