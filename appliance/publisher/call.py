@@ -65,6 +65,11 @@ STALE_GRACE_S = 15.0
 STATE_REFRESH_S = 1.0
 LIVE_WINDOW_S = 60.0  # an event missed during a bus outage still alarms if it is this recent
 CATCH_UP_LIMIT = 2000  # events replayed to one viewer at most
+# Trickled ICE candidates one call takes. A browser sends a handful (a few dozen with many
+# interfaces and TURN servers); each one costs aioice more than the last (it looks through
+# and sorts all it holds), so a viewer trickling new ones for as long as its call lasts
+# would end up taking the event loop from every call.
+MAX_REMOTE_CANDIDATES = 100
 _ECHOES = 32
 
 
@@ -82,6 +87,7 @@ class Viewer:
     bucket: channels.TokenBucket = field(default_factory=channels.TokenBucket)
     inbox: asyncio.Queue[protocol.Answer | protocol.Ice] = field(default_factory=asyncio.Queue)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    candidates: int = 0  # remote ICE candidates added
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sample: Sample | None = None
     stats: ViewerStats | None = None
@@ -270,8 +276,13 @@ class Call:
         try:
             if isinstance(msg, protocol.Answer):
                 await viewer.peer.answer(msg.sdp)
+            elif msg.candidate is None or not msg.candidate.candidate:
+                await viewer.peer.add_candidate(None)  # end of candidates
+            elif viewer.candidates >= MAX_REMOTE_CANDIDATES:
+                raise PeerError(f"more than {MAX_REMOTE_CANDIDATES} ICE candidates for one call")
             else:
                 await viewer.peer.add_candidate(msg.candidate)
+                viewer.candidates += 1
         except PeerError as exc:
             log.info("viewer %s: %s", viewer.id, exc)
             self._signal(
@@ -348,7 +359,9 @@ class Call:
         try:
             msg = channels.decode_from_viewer(data)
         except channels.ChannelProtocolError as exc:
-            self._problem(viewer, exc.code, str(exc)[:300], None)
+            # With the refused message's type when it has one: the page must tell a refused
+            # join or chat line from a refused ack.
+            self._problem(viewer, exc.code, str(exc)[:300], protocol.message_type(data))
             return
         if isinstance(msg, channels.Join):
             self._join(viewer, msg)
@@ -378,6 +391,15 @@ class Call:
     async def _catch_up_viewer(self, viewer: Viewer, last_seq: int | None) -> None:
         """History or what this viewer missed, then whatever arrived live meanwhile."""
         try:
+            if last_seq is not None and last_seq > self.events.newest_seq:
+                newest = (await self._fetch(EventsSince(seq=0, limit=1))).last_seq
+                if last_seq > newest:
+                    # Not a seq of this kiosk's store (another kiosk's, kept by the page for
+                    # this invite; a bad client): trusted, it hid every event up to it from
+                    # this viewer, fever alerts included. Up to date as of its join, then:
+                    # what arrived meanwhile (the backlog) is still to be sent.
+                    log.info("viewer %s: joined after seq %d; the newest is %d", viewer.id, last_seq, newest)
+                    last_seq = min([newest, *(e.seq - 1 for e in viewer.backlog)])
             if last_seq is None:
                 for event in list(self.events.history):
                     self._deliver(viewer, event, live=False)
@@ -410,7 +432,13 @@ class Call:
             viewer.peer.send_event(channels.encode(self.events.annotate(event, live=live)))
 
     def _ack_alert(self, viewer: Viewer, seq: int) -> None:
-        if (seq, "alert.fever") not in viewer.cursor.sent.keys:
+        cursor = viewer.cursor
+        shown = (seq, "alert.fever") in cursor.sent.keys or (
+            # Acknowledged as received, in this call or in an earlier one (its join's last_seq):
+            # the page keeps an alert's button across a new call, and a press there counts.
+            seq <= cursor.acked and self.events.is_alert(seq)
+        )
+        if not shown:
             # Only an alert this viewer was shown: alert.ack is a record people rely on.
             self._problem(viewer, "not-allowed", f"no fever alert {seq} was sent to you", "ack-alert")
             return
@@ -424,6 +452,8 @@ class Call:
     def _chat(self, viewer: Viewer, text: str) -> None:
         text = channels.clean_text(text, 1000)
         if not text:
+            # Control or format characters only: its sender's page shows the line as sent.
+            self._problem(viewer, "bad-message", "nothing printable in this chat text", "chat")
             return
         now = time.time()
         sender = viewer.label[:64]

@@ -110,13 +110,23 @@ class EventLog:
     history: deque[Event] = field(default_factory=lambda: deque(maxlen=HISTORY))
     seen: Seen = field(default_factory=Seen)
     acks: OrderedDict[int, tuple[str, float]] = field(default_factory=OrderedDict)
+    # The seqs of the last fever alerts seen: an acknowledgement must name one of them, and
+    # `seen` forgets which seqs were alerts once it has moved its floor past them.
+    alerts: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
     def add(self, event: Event) -> bool:
         """True if the event is new: pass it on to the viewers."""
         if not self.seen.add(event):
             return False
         self.history.append(msgspec.structs.replace(event, live=False))
+        if event.topic == "alert.fever":
+            self.alerts[event.seq] = None
+            while len(self.alerts) > _ACKS_KEPT:
+                self.alerts.popitem(last=False)
         return True
+
+    def is_alert(self, seq: int) -> bool:
+        return seq in self.alerts
 
     @property
     def newest_seq(self) -> int:

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+import msgspec
 
+from appliance.jsonwire import decode_message
 from appliance.room import protocol
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,13 @@ HANDSHAKE_TIMEOUT_S = 15.0
 # that comes back is found within about 3.3 s of it: what is left of an attempt after its last
 # SYN (1 s), then the wait (up to 2.25 s).
 LINK_RETRY_MAX_S = 1.5
+# What the kiosk reads from the service. A viewer may send up to protocol.MAX_MESSAGE_BYTES,
+# and the service relays it with its `from` added: a few bytes more. Held to the protocol's
+# limit, one viewer's answer at that size cut the kiosk's link (close 1009) -- and with it
+# every viewer's signaling, again at each reconnect as the viewer answered the new offer.
+# The message types still bound every field (an SDP to MAX_MESSAGE_BYTES).
+READ_LIMIT = 2 * protocol.MAX_MESSAGE_BYTES
+_to_client = msgspec.json.Decoder(protocol.ToClient)
 
 # Why an attempt ended: the service answered no, or nothing answered (or the link dropped).
 Failure = Literal["refused", "unreachable"]
@@ -185,7 +194,7 @@ class RoomLink:
                     headers={"Authorization": f"Bearer {creds.token}"},
                     heartbeat=self.heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                    max_msg_size=protocol.MAX_MESSAGE_BYTES,
+                    max_msg_size=READ_LIMIT,
                     autoping=True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
@@ -225,7 +234,7 @@ class RoomLink:
 
     def _dispatch(self, data: str) -> None:
         try:
-            msg = protocol.decode_to_client(data)
+            msg = _decode(data)
         except protocol.ProtocolError as exc:
             log.warning("room: dropped a malformed message from the service (%s: %s)", exc.code, exc)
             return
@@ -245,3 +254,9 @@ class RoomLink:
         if reason != self.last_error:
             log.warning("room: %s; retrying with backoff", reason)
         self.last_error = reason
+
+
+def _decode(data: str) -> protocol.ToClient:
+    """protocol.decode_to_client, with the relay's headroom (READ_LIMIT)."""
+    msg = decode_message(data, _to_client, READ_LIMIT, protocol.ProtocolError)
+    return msg  # type: ignore[return-value]
