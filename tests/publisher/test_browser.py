@@ -201,3 +201,30 @@ async def test_chromium_rides_out_a_room_service_restart_a_full_room_and_shows_i
     await second.wait_for_function("document.getElementById('conn').dataset.kind === 'full'", timeout=30000)
     assert "busy" in await second.inner_text("#notice")
     assert page.errors == [], page.errors
+
+
+async def test_a_returning_page_catching_up_is_not_rate_limited_for_its_acks(
+    camera: Camera,
+    start_publisher: Callable[..., Awaitable[Publisher]],
+    room: RoomServer,
+    browser: Any,
+    screening: Screening,  # noqa: F811
+) -> None:
+    """A page that comes back after a while (its last seq in sessionStorage) is replayed what it
+    missed, up to 2000 events in a burst. An ack per event spent the viewer's message budget
+    (20/s, bursts of 60): hundreds of "rate-limited" replies, and a press of Acknowledge, Talk
+    or Send in that window refused. The page acknowledges receipt cumulatively, so it sends its
+    newest seq now and then, not once per event."""
+    pub = await start_publisher()
+    seqs = [screening.record("normal", 36.6, publish=False) for _ in range(300)]
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('viewer.seq.invite1', '{seqs[0]}')")
+    await page.goto(f"{room.url}/view/invite1")
+    await page.wait_for_function(
+        f"sessionStorage.getItem('viewer.seq.invite1') === '{seqs[-1]}'", timeout=20000
+    )
+    await wait_until(
+        lambda: any(v.cursor.acked == seqs[-1] for v in pub.call.viewers.values()), "the last ack"
+    )
+    problems = await page.evaluate("window.viewer.messages.filter(m => m.type === 'error')")
+    assert problems == []

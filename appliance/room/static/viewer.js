@@ -345,7 +345,21 @@ function onScreeningEvent(ev) {
     state.lastSeq = ev.seq;
     sessionStorage.setItem(storageKey("seq"), String(ev.seq));
   }
-  sendEvent({ type: "ack", seq: state.lastSeq });
+  ackSoon();
+}
+
+// The newest seq at most every ACK_EVERY_MS, not an ack per event: a page that comes back is
+// replayed up to 2000 events at once, and an ack each spent the kiosk's message budget for
+// this viewer (20/s): refused acks, and a press of Acknowledge, Talk or Send refused with them.
+const ACK_EVERY_MS = 250;
+let ackTimer = null;
+
+function ackSoon() {
+  if (ackTimer !== null) return;
+  ackTimer = setTimeout(() => {
+    ackTimer = null;
+    sendEvent({ type: "ack", seq: state.lastSeq });
+  }, ACK_EVERY_MS);
 }
 
 function addAlert(ev) {
