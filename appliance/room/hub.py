@@ -14,7 +14,9 @@ the device, nor as another viewer.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -28,6 +30,11 @@ DEVICE_PEER_ID = "device"
 # WebSocket close codes: 1008 policy (misbehaving, revoked), 1001 going away (shutdown).
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
+# A viewer's request-offer makes the kiosk build a new peer connection (milliseconds of a Pi's
+# CPU each) and drop the call it had: one per second per viewer is plenty for a page that
+# retries with backoff, and no viewer can keep the kiosk busy by asking 20 times a second (what
+# the connection's message limit alone lets through).
+REOFFER_MIN_S = 1.0
 
 
 class Peer(Protocol):
@@ -48,6 +55,7 @@ class Member:
     room: p.RoomInfo
     key: str  # the device's id, or the viewer's invite id
     wants_call: bool = True
+    offer_requested: float = -math.inf  # when this viewer last sent request-offer (hub clock)
 
 
 @dataclass
@@ -74,9 +82,12 @@ def error(code: p.ErrorCode, message: str, ref: str | None = None) -> p.Error:
 
 
 class Hub:
-    def __init__(self, ice_servers: Callable[[str], list[p.IceServer]]) -> None:
+    def __init__(
+        self, ice_servers: Callable[[str], list[p.IceServer]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         """ice_servers(peer) -> the STUN/TURN servers (with fresh credentials) for that peer."""
         self.ice_servers = ice_servers
+        self.clock = clock
         self.rooms: dict[str, RoomState] = {}
 
     # --- joining and leaving ----------------------------------------------------------------
@@ -193,6 +204,10 @@ class Hub:
             return error("bad-message", "the device makes the offers; a viewer answers", "offer")
         device = room.device
         if isinstance(msg, p.RequestOffer):
+            now = self.clock()
+            if now - member.offer_requested < REOFFER_MIN_S:
+                return error("rate-limited", "a new call at most once a second", "request-offer")
+            member.offer_requested = now
             member.wants_call = True
             # With the device offline, nothing to do now: it gets viewer-joined when it returns.
             if device is not None:

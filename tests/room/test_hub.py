@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from appliance.room import protocol as p
-from appliance.room.hub import CLOSE_POLICY, Hub, Member, RoomBusy
+from appliance.room.hub import CLOSE_POLICY, REOFFER_MIN_S, Hub, Member, RoomBusy
 
 ROOM = p.RoomInfo(id="r1", name="Lobby")
 
@@ -156,3 +156,24 @@ def test_kicks(hub: Hub) -> None:
     hub.kick_device("d1", "device token revoked")
     assert vpeer.closed == (CLOSE_POLICY, "viewer link revoked")
     assert dpeer.closed == (CLOSE_POLICY, "device token revoked")
+
+
+def test_request_offer_is_limited_per_viewer() -> None:
+    """Each request-offer makes the kiosk build a new peer connection (milliseconds of a Pi's
+    CPU, and the viewer's current call torn down): one viewer asking 20 times a second, which
+    the connection's general message limit allows, would keep the kiosk busy for everyone."""
+    now = [100.0]
+    hub = Hub(lambda peer: [], clock=lambda: now[0])
+    viewer, _ = join_viewer(hub)
+    other, _ = join_viewer(hub)
+    dpeer = Recorder()
+    hub.join_device(dpeer, ROOM, "d1")
+    dpeer.take()
+    assert hub.handle(viewer, p.RequestOffer()) is None
+    err = hub.handle(viewer, p.RequestOffer())
+    assert err is not None and (err.code, err.ref) == ("rate-limited", "request-offer")
+    assert hub.handle(other, p.RequestOffer()) is None  # per viewer: the other one is not held up
+    assert dpeer.take() == [p.ViewerJoined(viewer_id=viewer.peer_id), p.ViewerJoined(viewer_id=other.peer_id)]
+    now[0] += REOFFER_MIN_S
+    assert hub.handle(viewer, p.RequestOffer()) is None
+    assert dpeer.take() == [p.ViewerJoined(viewer_id=viewer.peer_id)]

@@ -154,6 +154,9 @@ function onSignalError(msg) {
     state.offerTimer = setTimeout(() => send({ type: "request-offer" }), 30000);
   } else if (msg.code === "no-device") {
     setConn("offline", "the kiosk is offline");
+  } else if (msg.code === "rate-limited" && msg.ref === "request-offer") {
+    // Asked again too soon after the last one (the service allows one a second): again, later.
+    requestOffer("asked for a new call too soon");
   } else {
     console.warn("signaling error", msg);
   }
