@@ -70,6 +70,11 @@ CATCH_UP_LIMIT = 2000  # events replayed to one viewer at most
 # and sorts all it holds), so a viewer trickling new ones for as long as its call lasts
 # would end up taking the event loop from every call.
 MAX_REMOTE_CANDIDATES = 100
+# Chat lines per viewer: a burst of CHAT_BURST, then one every CHAT_EVERY_S. A line goes to the
+# kiosk's screen and to every other viewer, and the general message limit (20/s, for acks)
+# would let one viewer bury both.
+CHAT_BURST = 5
+CHAT_EVERY_S = 1.0
 _ECHOES = 32
 
 
@@ -88,6 +93,11 @@ class Viewer:
     inbox: asyncio.Queue[protocol.Answer | protocol.Ice] = field(default_factory=asyncio.Queue)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     candidates: int = 0  # remote ICE candidates added
+    chat_bucket: channels.TokenBucket = field(
+        default_factory=lambda: channels.TokenBucket(
+            rate=1.0 / CHAT_EVERY_S, burst=CHAT_BURST, tokens=CHAT_BURST
+        )
+    )
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sample: Sample | None = None
     stats: ViewerStats | None = None
@@ -454,6 +464,9 @@ class Call:
         if not text:
             # Control or format characters only: its sender's page shows the line as sent.
             self._problem(viewer, "bad-message", "nothing printable in this chat text", "chat")
+            return
+        if not viewer.chat_bucket.take(self.clock()):
+            self._problem(viewer, "rate-limited", "too many chat lines; wait a moment", "chat")
             return
         now = time.time()
         sender = viewer.label[:64]

@@ -72,8 +72,9 @@ PROTOCOL = 1
 TELEMETRY = "telemetry"
 EVENTS = "events"
 MAX_INBOUND_BYTES = 16 * 1024
-# Per viewer: a burst of RATE_BURST messages, refilled at RATE_PER_S (acks count too, and a
-# viewer acks once per event; chat and talk are far slower than this in honest use).
+# Per viewer: a burst of RATE_BURST messages, refilled at RATE_PER_S (acks count too; the
+# viewer page sends its newest seq at most every 250 ms; chat has its own, slower limit in
+# call.py; talk is far slower than this in honest use).
 RATE_PER_S = 20.0
 RATE_BURST = 60
 

@@ -178,3 +178,30 @@ async def test_a_viewer_trickling_candidates_without_end_is_cut_off_alone(
     await viewer.wait_for(lambda: len(viewer.got.video) > before[0] + 5, "video still flowing", 5)
     await other.wait_for(lambda: len(other.got.video) > before[1] + 5, "video still flowing", 5)
     assert other.got.errors == []
+
+
+async def test_a_viewer_flooding_the_chat_is_slowed_alone(
+    camera: Camera, start_publisher: Start, viewers: Any, bus_factory: BusFactory
+) -> None:
+    """Chat goes to the kiosk's screen and to every other viewer: one viewer sending lines as
+    fast as the general message limit lets it (20 a second) would bury both. Past a short
+    burst, its lines are refused to it alone; its acknowledgements still count."""
+    pub = await start_publisher()
+    chats = (await bus_factory("screen")).subscribe("call.chat", maxsize=1000)
+    dana = await viewers(name="Dana")
+    sam = await viewers(name="Sam")
+    await wait_until(
+        lambda: len(pub.call.viewers) == 2 and all(v.joined for v in pub.call.viewers.values()), "joins"
+    )
+    for n in range(30):
+        dana.send_event(channels.Say(text=f"line {n}"))
+    await dana.wait_for(
+        lambda: len(dana.messages(channels.Problem)) == 30 - call_module.CHAT_BURST, "the refusals"
+    )
+    assert {(m.code, m.ref) for m in dana.messages(channels.Problem)} == {("rate-limited", "chat")}
+    await sam.wait_for(lambda: len(sam.messages(channels.Chat)) == call_module.CHAT_BURST, "the burst at Sam")
+    got = [(await chats.get(5)).msg.text for _ in range(call_module.CHAT_BURST)]
+    assert got == [f"line {n}" for n in range(call_module.CHAT_BURST)]
+    # Sam's own line is not held up by Dana's flood.
+    sam.send_event(channels.Say(text="hello"))
+    assert (await chats.get(5)).msg.text == "hello"
