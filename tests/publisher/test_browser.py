@@ -17,6 +17,7 @@ import pytest
 
 from appliance.bus.client import BusClient
 from appliance.bus.topics import AlertAck, ChatMessage, FrameRingNotice, ScreeningState
+from appliance.publisher import call as call_module
 from appliance.publisher.speaker import NullSpeaker
 
 from .conftest import Camera, Publisher
@@ -139,6 +140,12 @@ async def test_chromium_speaks_the_data_channel_protocol(
     await page.click("#chat-send")
     msg = (await chats.get(10)).msg
     assert isinstance(msg, ChatMessage) and (msg.sender, msg.text) == ("Dana", "Please look at the screen")
+    # A line the kiosk refuses (past the chat limit) is marked as not sent on the page.
+    for n in range(call_module.CHAT_BURST):
+        await page.fill("#chat-text", f"again {n}")
+        await page.click("#chat-send")
+    await page.wait_for_selector("#chat-log li.refused")
+    assert "too many chat lines" in await page.inner_text("#chat-log li.refused")
     kiosk.publish_nowait("call.chat", ChatMessage(sender="kiosk", text="Coming", wall_ts=time.time()))
     await page.wait_for_function("document.getElementById('chat-log').textContent.includes('Coming')")
 

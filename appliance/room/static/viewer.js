@@ -297,6 +297,8 @@ function onEventMessage(msg) {
       break;
     case "error":
       console.warn("the kiosk refused a message", msg);
+      // A refused chat line was shown here as sent already: say that it was not.
+      if (msg.ref === "chat") addChat("Not sent", msg.message || "the kiosk refused it", Date.now() / 1000, "refused");
       break;
     default:
       break;
