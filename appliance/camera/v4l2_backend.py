@@ -150,7 +150,8 @@ class V4L2Backend(Backend):
         cap_w, cap_h = orient.capture_size(*s.encode_size)
         prev_w, prev_h = s.preview_capture_size
         # A webcam paces itself, but one that delivers faster than asked is thinned to the rate
-        # (0.8 of a period: a 30 fps webcam asked for 15 gives every other frame, jitter or not).
+        # (a frame kept at least 0.8 of a period after the last: a steady 30 fps webcam asked for
+        # 15 gives every other frame despite jitter; one that slows down keeps more of its frames).
         min_gap = 0.8 / s.fps
         last = 0.0
         try:
