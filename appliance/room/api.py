@@ -226,9 +226,13 @@ async def _viewer_socket(request: web.Request, s: Services, token: str) -> web.S
         return unauthorized("unknown or expired viewer session")
     if refused := _not_websocket(request):
         return refused
-    info, invite = RoomInfo(id=session.room.id, name=session.room.name), session.invite_id
+    info, invite, left = (
+        RoomInfo(id=session.room.id, name=session.room.name),
+        session.invite_id,
+        session.expires - now,
+    )
     return await serve_member(
-        request, s.hub, lambda peer: s.hub.join_viewer(peer, info, invite), expires_in=session.expires - now
+        request, s.hub, lambda peer: s.hub.join_viewer(peer, info, invite, left), expires_in=left
     )
 
 

@@ -109,7 +109,7 @@ def make_app(
         accounts=Accounts(conn),
         rooms=Rooms(conn),
         devices=Devices(conn, config.rooms.max_devices_per_room),
-        hub=Hub(lambda peer: ice.for_peer(peer, clock())),
+        hub=Hub(lambda peer, valid_s: ice.for_peer(peer, clock(), valid_s)),
         ice=ice,
         key=server_key(conn),
         clock=clock,

@@ -83,9 +83,12 @@ def error(code: p.ErrorCode, message: str, ref: str | None = None) -> p.Error:
 
 class Hub:
     def __init__(
-        self, ice_servers: Callable[[str], list[p.IceServer]], clock: Callable[[], float] = time.monotonic
+        self,
+        ice_servers: Callable[[str, float | None], list[p.IceServer]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """ice_servers(peer) -> the STUN/TURN servers (with fresh credentials) for that peer."""
+        """ice_servers(peer, valid_s) -> the STUN/TURN servers (with fresh credentials) for that
+        peer; valid_s, when given, caps how long its credentials may last (a viewer's session)."""
         self.ice_servers = ice_servers
         self.clock = clock
         self.rooms: dict[str, RoomState] = {}
@@ -113,7 +116,7 @@ class Hub:
             role="device",
             peer_id=DEVICE_PEER_ID,
             room=info,
-            ice_servers=self.ice_servers(f"device-{device_key}"),
+            ice_servers=self.ice_servers(f"device-{device_key}", None),
             device_online=True,
             viewers=len(room.viewers),
         )
@@ -125,7 +128,10 @@ class Hub:
             room.tell_viewers(room.presence())
         return member
 
-    def join_viewer(self, peer: Peer, info: p.RoomInfo, invite_id: str) -> Member:
+    def join_viewer(
+        self, peer: Peer, info: p.RoomInfo, invite_id: str, valid_s: float | None = None
+    ) -> Member:
+        """A viewer in; valid_s: what is left of its session (its TURN credentials end with it)."""
         room = self._room(info)
         member = Member(peer, "viewer", new_viewer_id(), info, invite_id)
         room.viewers[member.peer_id] = member
@@ -133,7 +139,7 @@ class Hub:
             role="viewer",
             peer_id=member.peer_id,
             room=info,
-            ice_servers=self.ice_servers(member.peer_id),
+            ice_servers=self.ice_servers(member.peer_id, valid_s),
             device_online=room.device is not None,
             viewers=len(room.viewers),
         )

@@ -29,11 +29,14 @@ class IceServers:
         self._secret = secret
         self._ttl_s = ttl_s
 
-    def for_peer(self, peer: str, now: float) -> list[IceServer]:
+    def for_peer(self, peer: str, now: float, valid_s: float | None = None) -> list[IceServer]:
+        """The servers for one peer; minted credentials last turn.ttl_s, or valid_s if sooner
+        (a viewer's: its session's end, after which it has no business with the relay)."""
+        ttl_s = self._ttl_s if valid_s is None else max(1, min(self._ttl_s, int(valid_s)))
         out: list[IceServer] = []
         for server in self._servers:
             username, credential = server.username, server.credential
             if server.turn_credentials and self._secret is not None:
-                username, credential = turn_credentials(self._secret, peer, now, self._ttl_s)
+                username, credential = turn_credentials(self._secret, peer, now, ttl_s)
             out.append(IceServer(urls=list(server.urls), username=username, credential=credential))
         return out

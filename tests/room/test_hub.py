@@ -32,7 +32,7 @@ class Recorder:
 
 @pytest.fixture
 def hub() -> Hub:
-    return Hub(lambda peer: [p.IceServer(urls=["stun:stun.example.org"], username=peer)])
+    return Hub(lambda peer, valid_s: [p.IceServer(urls=["stun:stun.example.org"], username=peer)])
 
 
 def join_viewer(hub: Hub) -> tuple[Member, Recorder]:
@@ -163,7 +163,7 @@ def test_request_offer_is_limited_per_viewer() -> None:
     CPU, and the viewer's current call torn down): one viewer asking 20 times a second, which
     the connection's general message limit allows, would keep the kiosk busy for everyone."""
     now = [100.0]
-    hub = Hub(lambda peer: [], clock=lambda: now[0])
+    hub = Hub(lambda peer, valid_s: [], clock=lambda: now[0])
     viewer, _ = join_viewer(hub)
     other, _ = join_viewer(hub)
     dpeer = Recorder()

@@ -22,7 +22,7 @@ from appliance.room import protocol as p
 from appliance.room.config import load_room_config, turn_secret
 from appliance.room.turn import turn_credentials
 
-from .helpers import Browser, connect, room_config, running_room, viewer_session
+from .helpers import Browser, connect, pair_device, room_config, running_room, viewer_session
 
 TURNSERVER = shutil.which("turnserver")
 pytestmark = pytest.mark.skipif(TURNSERVER is None, reason="coturn (turnserver) is not installed")
@@ -186,3 +186,41 @@ async def test_no_turn_configured_means_no_credentials(tmp_path: Path) -> None:
     async with running_room(config) as room:
         servers = room.s.ice.for_peer("v1", time.time())
     assert servers == [p.IceServer(urls=["stun:stun.example.org"])]
+
+
+async def test_a_viewers_turn_credentials_end_with_its_session(tmp_path: Path) -> None:
+    """A viewer's call ends with its session (one hour by default; its socket is closed then),
+    but TURN credentials live turn.ttl_s (a day by default): a viewer whose session ended, or
+    whose invite was revoked, could have gone on using the relay for the rest of the day. Its
+    credentials expire with its session; the kiosk's keep turn.ttl_s."""
+    secret_file = tmp_path / "turn-secret"
+    secret_file.write_text("a shared secret of some length\n")
+    secret_file.chmod(0o600)
+    config = room_config(
+        tmp_path,
+        rooms={"viewer_session_ttl_s": 120},
+        turn={"secret_file": str(secret_file), "ttl_s": 86400},
+        ice_servers=[{"urls": ["turn:127.0.0.1:3478?transport=udp"], "turn_credentials": True}],
+    )
+    async with running_room(config, turn_secret=turn_secret(config)) as room, aiohttp.ClientSession() as http:
+        room.add_admin()
+        browser = Browser(room)
+        try:
+            await browser.login()
+            room_id = await browser.create_room("Lobby")
+            invite = await browser.create_invite(room_id)
+            device_token = await pair_device(room, browser, room_id, http)
+        finally:
+            await browser.close()
+        session = await viewer_session(room, http, invite)
+        viewer = await connect(http, room.ws_url(session=session))
+        device = await connect(http, room.ws_url(), device_token)
+        welcomes = [await viewer.recv(), await device.recv()]
+    expiries = []
+    for welcome in welcomes:
+        assert isinstance(welcome, p.Welcome)
+        username = welcome.ice_servers[0].username
+        assert username is not None
+        expiries.append(int(username.split(":", 1)[0]) - time.time())
+    assert 110 <= expiries[0] <= 121, expiries  # the viewer's session: 120 s
+    assert 86390 <= expiries[1] <= 86401, expiries  # the kiosk: turn.ttl_s
