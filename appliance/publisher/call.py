@@ -64,7 +64,7 @@ CONNECT_TIMEOUT_S = 30.0  # from the answer to a connected transport
 STALE_GRACE_S = 15.0
 STATE_REFRESH_S = 1.0
 LIVE_WINDOW_S = 60.0  # an event missed during a bus outage still alarms if it is this recent
-CATCH_UP_LIMIT = 2000  # events replayed to one viewer at most
+CATCH_UP_LIMIT = 2000  # results (each with its alert, if any) replayed to one viewer at most
 # Trickled ICE candidates one call takes. A browser sends a handful (a few dozen with many
 # interfaces and TURN servers); each one costs aioice more than the last (it looks through
 # and sorts all it holds), so a viewer trickling new ones for as long as its call lasts
@@ -415,14 +415,21 @@ class Call:
                     self._deliver(viewer, event, live=False)
                 viewer.cursor.sent = self.events.seen.copy()
             else:
+                newest = (await self._fetch(EventsSince(seq=last_seq, limit=1))).last_seq
+                if newest - last_seq > CATCH_UP_LIMIT:
+                    # Away for long: the newest of what it missed, not the oldest. What someone
+                    # opening the page needs is what happened last (an alert a minute ago), and
+                    # the live events go on from there.
+                    log.info(
+                        "viewer %s: %d results behind; replaying the newest %d",
+                        viewer.id,
+                        newest - last_seq,
+                        CATCH_UP_LIMIT,
+                    )
+                    last_seq = newest - CATCH_UP_LIMIT
                 viewer.cursor.start_after(last_seq)
-                sent = 0
                 async for event in pages(self._fetch, last_seq, self.kiosk.threshold_c):
                     self._deliver(viewer, event, live=False)
-                    sent += 1
-                    if sent >= CATCH_UP_LIMIT:
-                        log.info("viewer %s: catch-up stopped at %d events", viewer.id, sent)
-                        break
         except (BusError, TimeoutError) as exc:
             # The screening daemon is away: the viewer still gets live events from now on.
             log.warning("viewer %s: cannot replay missed events: %s", viewer.id, exc)

@@ -21,6 +21,7 @@ from appliance.bus.topics import (
     ScreeningState,
     ThermalFrame,
 )
+from appliance.publisher import call as call_module
 from appliance.publisher import channels
 from appliance.publisher.speaker import NullSpeaker
 from appliance.publisher.video import SharedPacketizer
@@ -271,6 +272,34 @@ async def test_a_returning_viewer_gets_what_it_missed(
     live = screening.record()
     await back.wait_for(lambda: len(back.messages(channels.Event)) == 4, "then live events")
     assert (back.messages(channels.Event)[-1].seq, back.messages(channels.Event)[-1].live) == (live, True)
+
+
+async def test_a_viewer_far_behind_gets_the_newest_of_what_it_missed(
+    camera: Camera,
+    start_publisher: Start,
+    viewers: Any,
+    screening: Screening,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replay is bounded (CATCH_UP_LIMIT results): a viewer away for longer than that gets
+    the newest of what it missed, not the oldest. Those are what someone opening the page now
+    needs to see (a fever alert of a minute ago), and the live events follow on from them."""
+    monkeypatch.setattr(call_module, "CATCH_UP_LIMIT", 4)
+    await start_publisher()
+    seen = screening.record()
+    missed = [screening.record(publish=False) for _ in range(8)]
+    alert = screening.record("elevated", 38.7, publish=False)
+    back = await viewers(last_seq=seen)
+    await back.wait_for(lambda: len(back.messages(channels.Event)) == 5, "the newest missed events")
+    await asyncio.sleep(0.2)
+    got = [(e.seq, e.topic) for e in back.messages(channels.Event)]
+    assert got == [
+        (missed[-3], "screening.result"),
+        (missed[-2], "screening.result"),
+        (missed[-1], "screening.result"),
+        (alert, "screening.result"),
+        (alert, "alert.fever"),
+    ]
 
 
 async def test_events_missed_during_a_bus_outage_are_replayed(
