@@ -21,6 +21,7 @@ from appliance.publisher.signaling import Credentials
 
 from .helpers import camera_settings
 from .room import DEVICE_TOKEN, RoomServer
+from .viewer import AiortcViewer
 
 
 @pytest.fixture
@@ -151,3 +152,19 @@ async def start_publisher(
     yield start
     for pub in started:
         await pub.stop()
+
+
+@pytest.fixture
+async def viewers(room: RoomServer) -> AsyncIterator[Callable[..., Awaitable[AiortcViewer]]]:
+    """make(kind=AiortcViewer, **kwargs): an aiortc viewer joined through the room, closed at the end."""
+    made: list[AiortcViewer] = []
+
+    async def make(kind: type[AiortcViewer] = AiortcViewer, **kwargs: Any) -> AiortcViewer:
+        viewer = kind(room.url, **kwargs)
+        made.append(viewer)
+        await viewer.connect()
+        return viewer
+
+    yield make
+    for viewer in made:
+        await viewer.close()

@@ -31,25 +31,10 @@ from appliance.screening.events import EventStore
 from .conftest import Camera, Publisher
 from .helpers import Screening, wait_until
 from .room import RoomServer
-from .viewer import AiortcViewer, Bars, Tone
+from .viewer import Bars, Tone
 
 Start = Callable[..., Awaitable[Publisher]]
 BusFactory = Callable[[str], Awaitable[BusClient]]
-
-
-@pytest.fixture
-async def viewers(room: RoomServer) -> Any:
-    made: list[AiortcViewer] = []
-
-    async def make(**kwargs: Any) -> AiortcViewer:
-        viewer = AiortcViewer(room.url, **kwargs)
-        made.append(viewer)
-        await viewer.connect()
-        return viewer
-
-    yield make
-    for viewer in made:
-        await viewer.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ that viewer at most, and never a fault for the other viewers or the publisher.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +38,6 @@ class PaddedAnswerViewer(AiortcViewer):
             msg = p.Answer(sdp=head + pad + "x" * (p.MAX_MESSAGE_BYTES - bare) + "\r\nm=" + rest)
             assert len(p.encode(msg)) == p.MAX_MESSAGE_BYTES
         await super().send(msg)
-
-
-@pytest.fixture
-async def viewers(room: RoomServer) -> AsyncIterator[Callable[..., Awaitable[AiortcViewer]]]:
-    made: list[AiortcViewer] = []
-
-    async def make(kind: type[AiortcViewer] = AiortcViewer, **kwargs: Any) -> AiortcViewer:
-        viewer = kind(room.url, **kwargs)
-        made.append(viewer)
-        await viewer.connect()
-        return viewer
-
-    yield make
-    for viewer in made:
-        await viewer.close()
 
 
 async def test_an_answer_of_the_largest_size_the_service_relays_keeps_the_link_up(

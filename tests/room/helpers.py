@@ -176,6 +176,23 @@ async def pair_device(
     return token
 
 
+async def admin_makes_room(
+    room: Room, session: aiohttp.ClientSession, name: str = "Lobby", *, pair: bool = False
+) -> tuple[str, str, str | None]:
+    """An admin (added now) logs in, creates a room and an invite, and with pair=True pairs a
+    kiosk to it: (room id, invite token, device token or None)."""
+    room.add_admin()
+    admin = Browser(room)
+    try:
+        await admin.login()
+        room_id = await admin.create_room(name)
+        invite = await admin.create_invite(room_id)
+        token = await pair_device(room, admin, room_id, session) if pair else None
+    finally:
+        await admin.close()
+    return room_id, invite, token
+
+
 async def viewer_session(room: Room, session: aiohttp.ClientSession, invite: str) -> str:
     status, body = await api(session, "POST", room.url + "/api/v1/viewer/session", {"invite": invite})
     assert status == 200, body

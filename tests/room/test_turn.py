@@ -22,7 +22,7 @@ from appliance.room import protocol as p
 from appliance.room.config import load_room_config, turn_secret
 from appliance.room.turn import turn_credentials
 
-from .helpers import Browser, connect, pair_device, room_config, running_room, viewer_session
+from .helpers import admin_makes_room, connect, room_config, running_room, viewer_session
 
 TURNSERVER = shutil.which("turnserver")
 pytestmark = pytest.mark.skipif(TURNSERVER is None, reason="coturn (turnserver) is not installed")
@@ -126,14 +126,7 @@ async def test_credentials_from_the_welcome_allocate_and_wrong_ones_do_not(
         ice_servers=[{"urls": [f"turn:127.0.0.1:{port}?transport=udp"], "turn_credentials": True}],
     )
     async with running_room(config, turn_secret=turn_secret(config)) as room, aiohttp.ClientSession() as http:
-        room.add_admin()
-        browser = Browser(room)
-        try:
-            await browser.login()
-            room_id = await browser.create_room("Lobby")
-            invite = await browser.create_invite(room_id)
-        finally:
-            await browser.close()
+        _, invite, _ = await admin_makes_room(room, http)
         session = await viewer_session(room, http, invite)
         client = await connect(http, room.ws_url(session=session))
         welcome = await client.recv()
@@ -203,15 +196,8 @@ async def test_a_viewers_turn_credentials_end_with_its_session(tmp_path: Path) -
         ice_servers=[{"urls": ["turn:127.0.0.1:3478?transport=udp"], "turn_credentials": True}],
     )
     async with running_room(config, turn_secret=turn_secret(config)) as room, aiohttp.ClientSession() as http:
-        room.add_admin()
-        browser = Browser(room)
-        try:
-            await browser.login()
-            room_id = await browser.create_room("Lobby")
-            invite = await browser.create_invite(room_id)
-            device_token = await pair_device(room, browser, room_id, http)
-        finally:
-            await browser.close()
+        _, invite, device_token = await admin_makes_room(room, http, pair=True)
+        assert device_token is not None
         session = await viewer_session(room, http, invite)
         viewer = await connect(http, room.ws_url(session=session))
         device = await connect(http, room.ws_url(), device_token)

@@ -32,7 +32,7 @@ from appliance.publisher.service import PublisherService
 from appliance.publisher.signaling import Credentials
 from appliance.room.config import turn_secret
 
-from .helpers import Browser, pair_device, room_config, running_room
+from .helpers import admin_makes_room, room_config, running_room
 from .test_turn import TURNSERVER, allocate_when_up, run_coturn
 
 CHROMIUM = "/usr/bin/chromium"
@@ -140,15 +140,8 @@ async def test_a_call_relayed_by_coturn_with_ice_transport_policy_relay(
     clients: list[BusClient] = []
     service: PublisherService | None = None
     async with running_room(config, turn_secret=turn_secret(config)) as room, aiohttp.ClientSession() as http:
-        room.add_admin()
-        admin = Browser(room)
-        try:
-            await admin.login()
-            room_id = await admin.create_room("Relayed entrance")
-            invite = await admin.create_invite(room_id)
-            token = await pair_device(room, admin, room_id, http)
-        finally:
-            await admin.close()
+        _, invite, token = await admin_makes_room(room, http, "Relayed entrance", pair=True)
+        assert token is not None
         # coturn takes its time to listen on a loaded machine: wait until it allocates.
         probe = room.s.ice.for_peer("probe", room.clock())[0]
         assert probe.username is not None and probe.credential is not None
