@@ -261,21 +261,35 @@ async def test_a_viewer_gets_every_packet_and_nacks_are_answered(
         history = sender._RTCRtpSender__rtp_history
         assert isinstance(history, History) and history.raw
 
-        # The viewer's own count: every packet arrived, in a sequence without holes.
+        # The viewer's own count: every packet arrived, or came again when the viewer asked. On a
+        # loaded machine a datagram can still be lost on loopback (a receive buffer full); the
+        # viewer's NACK then brings it back as RTX, which aiortc counts on a stream of its own
+        # (the RTX SSRC) before unwrapping it: the media stream shows it as lost. (Read from the
+        # receiver: aiortc's getStats gives one entry per receiver, the last stream's, so after a
+        # retransmission it shows the RTX stream's count instead of the media's.)
         assert viewer.pc is not None
         await asyncio.sleep(2.5)  # a receiver report or two
-        stats = await viewer.pc.getStats()
-        inbound = next(s for s in stats.values() if s.type == "inbound-rtp" and s.kind == "video")
+        [streams] = [
+            dict(t.receiver._RTCRtpReceiver__remote_streams)
+            for t in viewer.pc.getTransceivers()
+            if sender._ssrc in t.receiver._RTCRtpReceiver__remote_streams
+        ]
+        assert set(streams) <= {sender._ssrc, sender._rtx_ssrc}, streams
+        media = streams[sender._ssrc]
+        resent = streams[sender._rtx_ssrc].packets_received if sender._rtx_ssrc in streams else 0
         sent = sender._RTCRtpSender__packet_count
-        assert inbound.packetsReceived > 30 and inbound.packetsLost == 0
-        assert sent - 30 < inbound.packetsReceived <= sent
+        # A datagram or two lost to a busy machine, not a sender that drops them (one a frame
+        # is more than 30 here).
+        assert media.packets_received > 30 and media.packets_lost <= resent <= 3, (media.packets_lost, resent)
+        assert sent - 30 < media.packets_received + resent and media.packets_received <= sent, (sent, resent)
 
         # Our stats: the transport's bytes and the viewer's reports on our stream.
         report = await peer.stats()
         transport = next(s for s in report.values() if s.type == "transport")
-        assert transport.bytesSent > 0 and transport.packetsSent >= inbound.packetsReceived
+        assert transport.bytesSent > 0 and transport.packetsSent >= media.packets_received
+        # (aiortc keeps one entry per sender, from the latest report block: the media's or the RTX's.)
         remote = [s for s in report.values() if s.type == "remote-inbound-rtp" and s.kind == "video"]
-        assert remote and remote[0].packetsLost == 0
+        assert remote and remote[0].packetsLost <= resent, remote
 
         # A NACK: aiortc's _retransmit finds the packet in the history and sends it as RTX.
         # The newest: one far behind would throw the viewer's jitter buffer back.
