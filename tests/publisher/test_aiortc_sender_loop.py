@@ -287,7 +287,7 @@ async def test_a_viewer_gets_every_packet_and_nacks_are_answered(
         report = await peer.stats()
         transport = next(s for s in report.values() if s.type == "transport")
         assert transport.bytesSent > 0 and transport.packetsSent >= media.packets_received
-        # (aiortc keeps one entry per sender, from the latest report block: the media's or the RTX's.)
+        # (The viewer's report on the media stream: a packet that came again by RTX is lost there.)
         remote = [s for s in report.values() if s.type == "remote-inbound-rtp" and s.kind == "video"]
         assert remote and remote[0].packetsLost <= resent, remote
 
