@@ -82,11 +82,13 @@ def test_message_type_of_broken_messages(data: str | bytes, kind: str | None) ->
 
 def test_strategies_reach_every_error_code_a_decoder_gives() -> None:
     """The generated inputs are not all refused the same way (a strategy bug would make the
-    property above pass vacuously)."""
+    property above pass vacuously). Derandomized: whether some 400 random examples happen to
+    include a too-large one is chance (one CI run had none); what this checks is that the
+    strategies can make each kind, so the same examples every run."""
     seen: set[str] = set()
     valid = 0
 
-    @settings(max_examples=400, deadline=None, database=None)
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True)
     @given(data=decoder_inputs(TO_SERVICE))
     def collect(data: str | bytes) -> None:
         nonlocal valid
