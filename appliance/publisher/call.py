@@ -401,8 +401,9 @@ class Call:
     async def _catch_up_viewer(self, viewer: Viewer, last_seq: int | None) -> None:
         """History or what this viewer missed, then whatever arrived live meanwhile."""
         try:
-            if last_seq is not None and last_seq > self.events.newest_seq:
-                newest = (await self._fetch(EventsSince(seq=0, limit=1))).last_seq
+            if last_seq is not None:
+                # The store's newest seq (a page's last_seq is its high-water mark, whatever it holds).
+                newest = (await self._fetch(EventsSince(seq=last_seq, limit=1))).last_seq
                 if last_seq > newest:
                     # Not a seq of this kiosk's store (another kiosk's, kept by the page for
                     # this invite; a bad client): trusted, it hid every event up to it from
@@ -410,13 +411,7 @@ class Call:
                     # what arrived meanwhile (the backlog) is still to be sent.
                     log.info("viewer %s: joined after seq %d; the newest is %d", viewer.id, last_seq, newest)
                     last_seq = min([newest, *(e.seq - 1 for e in viewer.backlog)])
-            if last_seq is None:
-                for event in list(self.events.history):
-                    self._deliver(viewer, event, live=False)
-                viewer.cursor.sent = self.events.seen.copy()
-            else:
-                newest = (await self._fetch(EventsSince(seq=last_seq, limit=1))).last_seq
-                if newest - last_seq > CATCH_UP_LIMIT:
+                elif newest - last_seq > CATCH_UP_LIMIT:
                     # Away for long: the newest of what it missed, not the oldest. What someone
                     # opening the page needs is what happened last (an alert a minute ago), and
                     # the live events go on from there.
@@ -427,6 +422,11 @@ class Call:
                         CATCH_UP_LIMIT,
                     )
                     last_seq = newest - CATCH_UP_LIMIT
+            if last_seq is None:
+                for event in list(self.events.history):
+                    self._deliver(viewer, event, live=False)
+                viewer.cursor.sent = self.events.seen.copy()
+            else:
                 viewer.cursor.start_after(last_seq)
                 async for event in pages(self._fetch, last_seq, self.kiosk.threshold_c):
                     self._deliver(viewer, event, live=False)
