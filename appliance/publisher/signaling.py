@@ -41,9 +41,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
-import msgspec
 
-from appliance.jsonwire import decode_message
 from appliance.room import protocol
 
 log = logging.getLogger(__name__)
@@ -63,7 +61,6 @@ LINK_RETRY_MAX_S = 1.5
 # every viewer's signaling, again at each reconnect as the viewer answered the new offer.
 # The message types still bound every field (an SDP to MAX_MESSAGE_BYTES).
 READ_LIMIT = 2 * protocol.MAX_MESSAGE_BYTES
-_to_client = msgspec.json.Decoder(protocol.ToClient)
 
 # Why an attempt ended: the service answered no, or nothing answered (or the link dropped).
 Failure = Literal["refused", "unreachable"]
@@ -234,7 +231,7 @@ class RoomLink:
 
     def _dispatch(self, data: str) -> None:
         try:
-            msg = _decode(data)
+            msg = protocol.decode_to_client(data, READ_LIMIT)
         except protocol.ProtocolError as exc:
             log.warning("room: dropped a malformed message from the service (%s: %s)", exc.code, exc)
             return
@@ -254,9 +251,3 @@ class RoomLink:
         if reason != self.last_error:
             log.warning("room: %s; retrying with backoff", reason)
         self.last_error = reason
-
-
-def _decode(data: str) -> protocol.ToClient:
-    """protocol.decode_to_client, with the relay's headroom (READ_LIMIT)."""
-    msg = decode_message(data, _to_client, READ_LIMIT, protocol.ProtocolError)
-    return msg  # type: ignore[return-value]

@@ -178,8 +178,10 @@ class ProtocolError(ValueError):
         self.code: ErrorCode = code
 
 
-def _decode(data: str | bytes, decoder: msgspec.json.Decoder[object]) -> object:
-    return decode_message(data, decoder, MAX_MESSAGE_BYTES, ProtocolError)
+def _decode(
+    data: str | bytes, decoder: msgspec.json.Decoder[object], limit: int = MAX_MESSAGE_BYTES
+) -> object:
+    return decode_message(data, decoder, limit, ProtocolError)
 
 
 class _Kind(msgspec.Struct):
@@ -206,8 +208,10 @@ def decode_to_service(data: str | bytes) -> ToService:
     return msg  # type: ignore[return-value]
 
 
-def decode_to_client(data: str | bytes) -> ToClient:
-    msg = _decode(data, _to_client)
+def decode_to_client(data: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> ToClient:
+    """What the service sent; `limit` for a client that allows for what the service adds to a
+    message it relays (the kiosk: publisher/signaling.py READ_LIMIT)."""
+    msg = _decode(data, _to_client, limit)
     return msg  # type: ignore[return-value]
 
 
