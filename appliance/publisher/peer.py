@@ -3,7 +3,8 @@
 The kiosk offers (appliance.room.protocol), so it chooses the media sections, in this order:
 
     0  video  sendonly  the camera: H.264 only (profile-level-id 42e01f, packetization-mode 1),
-                        passed through from camera.h264, with RTX for NACKed packets
+                        passed through from camera.h264, with RTX for NACKed packets; no
+                        bandwidth estimate asked of the viewer (without_bandwidth_estimation)
     1  audio  sendrecv  the kiosk's microphone as Opus (encoded once, sent while the viewer
                         listens); the viewer's push-to-talk microphone comes back on it
     2  video  recvonly  the viewer's own camera, small, for the kiosk screen's
@@ -54,7 +55,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from appliance.publisher import aiortc_rtcp_router, aiortc_sender_loop, aiortc_sender_reports, channels
 from appliance.publisher.audio import OpusFeed, OpusTrack
@@ -62,6 +63,27 @@ from appliance.publisher.video import PassthroughTrack, SharedPacketizer, VideoS
 from appliance.room import protocol
 
 log = logging.getLogger(__name__)
+
+CAMERA_MLINE = 0  # the camera's media section: the first transceiver added
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def without_bandwidth_estimation(sdp: str, index: int) -> str:
+    """The offer, asking no receiver-side bandwidth estimate for media section `index`: no
+    goog-remb feedback on its codecs and no abs-send-time header extension (what a receiver
+    estimates from; aiortc's receiver sends REMB whenever packets carry it).
+
+    Why: the camera's H.264 is encoded once, at one bitrate, for every viewer, so there is
+    nothing a viewer's estimate could change. Asked for, every viewer sends a REMB about twice
+    a second (two thirds of the RTCP an aiortc viewer sends), each one waking the publisher to
+    decrypt, parse and drop it, and every video packet carries 4 more bytes."""
+    description = SessionDescription.parse(sdp)
+    media = description.media[index]
+    for codec in media.rtp.codecs:
+        codec.rtcpFeedback = [fb for fb in codec.rtcpFeedback if fb.type != "goog-remb"]
+    media.rtp.headerExtensions = [e for e in media.rtp.headerExtensions if e.uri != ABS_SEND_TIME]
+    return str(description)
+
 
 H264_PROFILE_LEVEL_ID = "42e01f"
 CLOSE_TIMEOUT_S = 5.0
@@ -139,6 +161,7 @@ class ViewerPeer:
         self.state = "new"
         self.pli = 0
         self.answered = False
+        self._passthrough = False
 
         video_track = video.track()
         self._tracks.append(video_track)
@@ -147,6 +170,7 @@ class ViewerPeer:
         camera.setCodecPreferences(h264_preferences())
         self._hook_picture_loss(camera.sender, video)
         if isinstance(video_track, PassthroughTrack):
+            self._passthrough = True
             # Packetised once for all viewers (video.py); only H.264 can be negotiated here.
             setattr(camera.sender, "_RTCRtpSender__encoder", SharedPacketizer())  # noqa: B010
             aiortc_sender_loop.install(camera.sender)
@@ -187,7 +211,11 @@ class ViewerPeer:
     # --- negotiation ------------------------------------------------------------------------
 
     async def offer(self) -> str:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = await self.pc.createOffer()
+        sdp = offer.sdp
+        if self._passthrough:
+            sdp = without_bandwidth_estimation(sdp, CAMERA_MLINE)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         return str(self.pc.localDescription.sdp)
 
     async def answer(self, sdp: str) -> None:

@@ -67,6 +67,10 @@ async def test_a_viewer_gets_h264_passed_through_and_data_channel_messages(
     rtpmaps = [line for line in camera_section.splitlines() if line.startswith("a=rtpmap")]
     assert {line.split()[1].split("/")[0] for line in rtpmaps} == {"H264", "rtx"}
     assert "profile-level-id=42e01f" in camera_section and "packetization-mode=1" in camera_section
+    # No bandwidth estimate asked for, or answered: one bitrate for every viewer.
+    answer_camera = viewer.pc.localDescription.sdp.split("m=")[1]
+    for section in (camera_section, answer_camera):
+        assert "goog-remb" not in section and "abs-send-time" not in section
 
     # One encode, in the camera: the video sender holds no encoder of its own, only the
     # shared packetiser (aiortc would have made an H264Encoder had the slot been empty).
