@@ -55,6 +55,7 @@ class Member:
     room: p.RoomInfo
     key: str  # the device's id, or the viewer's invite id
     wants_call: bool = True
+    session: str | None = None  # a viewer's session (its token's digest): one connection each
     offer_requested: float = -math.inf  # when this viewer last sent request-offer (hub clock)
 
 
@@ -129,11 +130,26 @@ class Hub:
         return member
 
     def join_viewer(
-        self, peer: Peer, info: p.RoomInfo, invite_id: str, valid_s: float | None = None
+        self,
+        peer: Peer,
+        info: p.RoomInfo,
+        invite_id: str,
+        valid_s: float | None = None,
+        session: str | None = None,
     ) -> Member:
-        """A viewer in; valid_s: what is left of its session (its TURN credentials end with it)."""
+        """A viewer in; valid_s: what is left of its session (its TURN credentials end with it).
+
+        A session has one connection: a newer one replaces the one before, which leaves the
+        room first (the kiosk hangs up on it). Otherwise one session could hold every place in
+        the call, and a viewer whose network dropped would hold two until its old connection's
+        heartbeat ran out."""
         room = self._room(info)
-        member = Member(peer, "viewer", new_viewer_id(), info, invite_id)
+        if session is not None:
+            for old in [v for v in room.viewers.values() if v.session == session]:
+                self.leave(old)
+                old.peer.close(CLOSE_POLICY, "replaced by a newer connection of this viewer session")
+            room = self._room(info)  # leaving may have emptied and dropped it
+        member = Member(peer, "viewer", new_viewer_id(), info, invite_id, session=session)
         room.viewers[member.peer_id] = member
         welcome = p.Welcome(
             role="viewer",

@@ -31,8 +31,10 @@ Flow (the device offers: it owns the tracks and the data channels):
 Every client may send ``ping`` and gets ``pong``. Anything malformed, of an unknown type, too
 large or too frequent gets ``error`` {code, message, ref} (ref: the offending message's type
 when known); a connection that keeps misbehaving is closed with code 1008 (policy) and a
-reason. Data-channel payloads (telemetry, events, chat, acks) never pass through the service:
-they ride the peer connection, described in appliance.publisher.
+reason. So is a connection replaced by a newer one with the same credentials: a kiosk's device
+token, or a viewer's session (one connection per session). Data-channel payloads (telemetry,
+events, chat, acks) never pass through the service: they ride the peer connection, described
+in appliance.publisher.
 """
 
 from __future__ import annotations

@@ -95,6 +95,26 @@ def test_presence_and_leaving(hub: Hub) -> None:
     assert hub.rooms == {}
 
 
+def test_a_session_joining_again_replaces_its_connection(hub: Hub) -> None:
+    dpeer = Recorder()
+    hub.join_device(dpeer, ROOM, "d1")
+    first_peer, second_peer, other_peer = Recorder(), Recorder(), Recorder()
+    first = hub.join_viewer(first_peer, ROOM, "i1", session="s1")
+    other = hub.join_viewer(other_peer, ROOM, "i1", session="s2")  # same invite, its own session
+    dpeer.take()
+    second = hub.join_viewer(second_peer, ROOM, "i1", session="s1")
+    assert first_peer.closed is not None and first_peer.closed[0] == CLOSE_POLICY
+    assert set(hub.rooms[ROOM.id].viewers) == {other.peer_id, second.peer_id}
+    assert dpeer.take() == [p.ViewerLeft(viewer_id=first.peer_id), p.ViewerJoined(viewer_id=second.peer_id)]
+    hub.leave(first)  # its connection ending later changes nothing
+    assert set(hub.rooms[ROOM.id].viewers) == {other.peer_id, second.peer_id} and dpeer.take() == []
+    # Alone in a room without its device, the replaced viewer's room goes and comes back.
+    hub2 = Hub(lambda peer, valid_s: [])
+    a = hub2.join_viewer(Recorder(), ROOM, "i1", session="s")
+    b = hub2.join_viewer(Recorder(), ROOM, "i1", session="s")
+    assert list(hub2.rooms[ROOM.id].viewers) == [b.peer_id] and a.peer_id != b.peer_id
+
+
 def test_bye_request_offer_and_room_full(hub: Hub) -> None:
     viewer, vpeer = join_viewer(hub)
     dpeer = Recorder()

@@ -340,6 +340,29 @@ async def test_pairing_again_cuts_off_the_old_tokens_connection(setup: Setup) ->
     assert isinstance(await device.recv(), p.Welcome)
 
 
+async def test_a_viewer_session_has_one_connection(setup: Setup) -> None:
+    """A second connection with the same session replaces the first: one session cannot take
+    every place in the call, and a viewer back from a network drop does not count twice."""
+    device = await setup.device()
+    session = await viewer_session(setup.room, setup.http, setup.invite)
+    first = await connect(setup.http, setup.room.ws_url(session=session))
+    one = await first.recv()
+    assert isinstance(one, p.Welcome)
+    assert (await device.expect(p.ViewerJoined)).viewer_id == one.peer_id
+    second = await connect(setup.http, setup.room.ws_url(session=session))
+    two = await second.recv()
+    assert isinstance(two, p.Welcome) and two.peer_id != one.peer_id and two.viewers == 1
+    code, reason = await first.closed()
+    assert code == 1008 and "replaced" in reason
+    assert (await device.expect(p.ViewerLeft)).viewer_id == one.peer_id  # the kiosk hangs up on it
+    assert (await device.expect(p.ViewerJoined)).viewer_id == two.peer_id
+    # Another session of the same invite is another viewer, as before.
+    _other, welcome = await setup.viewer()
+    assert welcome.viewers == 2
+    await second.send(p.Answer(sdp="v=0"))
+    assert (await device.expect(p.Answer)).from_ == two.peer_id
+
+
 async def test_messages_racing_a_peer_that_left_do_not_close_the_sender(setup: Setup) -> None:
     """Candidates still in flight when the other side goes are answered no-device or
     no-such-viewer. They are a race, not misbehaviour: counted as strikes, a dozen of them
