@@ -231,7 +231,7 @@ async def _viewer_socket(request: web.Request, s: Services, token: str) -> web.S
         session.invite_id,
         session.expires - now,
     )
-    key = tokens.digest(token)
+    key = tokens.digest(token).hex()
     return await serve_member(
         request, s.hub, lambda peer: s.hub.join_viewer(peer, info, invite, left, key), expires_in=left
     )
