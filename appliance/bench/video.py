@@ -180,7 +180,7 @@ def _ring_video(bus: Any, run_dir: Path) -> Any:
     import av
     import numpy as np
     from aiortc.contrib.media import MediaRelay
-    from aiortc.mediastreams import MediaStreamTrack
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
     from appliance.bus.framering import FrameRingReader, ring_path
     from appliance.bus.topics import FrameRingNotice
@@ -197,7 +197,11 @@ def _ring_video(bus: Any, run_dir: Path) -> Any:
 
         async def recv(self) -> av.VideoFrame:
             while True:
-                msg = (await notices.get()).msg
+                try:
+                    msg = (await notices.get()).msg
+                except StopAsyncIteration:  # the subscription closed: the publisher is stopping
+                    self.stop()
+                    raise MediaStreamError from None  # how a track ends, for MediaRelay
                 assert isinstance(msg, FrameRingNotice)
                 if self.reader is None:
                     self.reader = FrameRingReader.open(ring_path(PREVIEW_RING, run_dir))
