@@ -260,7 +260,9 @@ class Sessions:
             del self._by_hash[victim]
         return token, session
 
-    def get(self, token: str | None) -> Session | None:
+    def get(self, token: str | None, *, touch: bool = True) -> Session | None:
+        """The live session for this cookie token. touch=False looks without counting it as
+        activity: a page's WebSocket checking its session must not keep it from idling out."""
         if not token or len(token) > 128:
             return None
         key = self._key(token)
@@ -271,8 +273,9 @@ class Sessions:
         if now - session.seen > SESSION_IDLE_S or now - session.created > SESSION_MAX_S:
             del self._by_hash[key]
             return None
-        session.seen = now
-        self._by_hash.move_to_end(key)
+        if touch:
+            session.seen = now
+            self._by_hash.move_to_end(key)
         return session
 
     def drop(self, token: str | None) -> None:

@@ -6,16 +6,22 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from appliance.bus.client import BusClient
-from appliance.bus.topics import SetupCode
+from appliance.bus.topics import Message, SetupCode
 from appliance.config import AppConfig
 from appliance.setup.auth import PasswordStore, RateLimiter, Sessions, SetupCodes
 from appliance.setup.live import LiveState
 from appliance.setup.logs import RingHandler
 from appliance.setup.system import SystemControl
+
+# How long a bus request waits for a bus that is not there before the page says so. Without
+# this the request waits for its whole timeout (up to minutes for a long calibration), then
+# blames the daemon that should have answered.
+BUS_WAIT_S = 2.0
 
 
 @dataclass
@@ -70,6 +76,11 @@ class Context:
             if not right:
                 self.limiter.failed(client)
             return right, 0.0
+
+    async def request(self, method: str, params: Message, timeout: float) -> Any:
+        """bus.request; NotConnected within BUS_WAIT_S when there is no bus to ask."""
+        await self.bus.wait_connected(BUS_WAIT_S)
+        return await self.bus.request(method, params, timeout=timeout)
 
     async def set_password(self, password: str) -> None:
         async with self.hashing:

@@ -79,6 +79,7 @@ class Rig:
     config_file: Path
     run_dir: Path
     state_dir: Path
+    broker: Broker  # closing it takes the bus away from the page
 
     @property
     def url(self) -> str:
@@ -102,7 +103,7 @@ async def running(run_dir: Path, *, tls: bool = False, extra: str = "") -> Async
         async with rt.stack:
             server = await daemon.start(rt)
             async with BusClient(config.bus_socket, "test") as bus:
-                yield Rig(server, bus, rt, config_file, run_dir, state)
+                yield Rig(server, bus, rt, config_file, run_dir, state, broker)
             rt.stop()
             await rt._shutdown()
     finally:

@@ -534,3 +534,92 @@ async def test_asking_again_for_the_live_code_schedules_no_more_timers(
         status, _, _ = await web.post("/first-use/code", {"csrf": token})
         assert status == 303
     assert len(timers) == 1, timers
+
+
+async def test_an_open_live_page_does_not_keep_an_idle_session_alive(
+    rig: Rig, admin: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WebSocket checks its session every few seconds; that check must not count as the
+    technician's activity, or a status page left open never reaches the idle timeout."""
+    from appliance.setup.pages import live
+
+    monkeypatch.setattr(live, "SESSION_CHECK_S", 0.05)
+    sessions = rig.server.ctx.sessions
+    now = [time.monotonic()]
+    sessions.clock = lambda: now[0]
+    assert (await admin.get("/status"))[0] == 200  # the last real activity
+    ws = await admin.session.ws_connect(rig.url + "/ws", headers={"Origin": rig.url})
+    try:
+        await ws.receive(timeout=5)  # the first status
+        now[0] += auth.SESSION_IDLE_S - 60
+        await asyncio.sleep(0.3)  # the socket checks its session several times meanwhile
+        assert not ws.closed
+        now[0] += 120  # 31 minutes after the last page was asked for
+        async with asyncio.timeout(5):
+            while not ws.closed:
+                await ws.receive()
+        assert ws.close_code == 4401
+    finally:
+        await ws.close()
+    assert (await admin.get("/status"))[0] == 303
+
+
+async def test_with_the_bus_down_bus_actions_answer_at_once_and_say_so(rig: Rig, admin: Web) -> None:
+    """Calibrating 600 frames allows the capture almost three minutes; with no bus at all the
+    technician must not wait that long to be told the capture timed out."""
+    pages = {
+        "/calibration": {"reference": "36.8", "frames": "600"},
+        "/pairing/start": {"room_url": "https://rooms.example.org"},
+        "/pairing/unpair": {"confirm": "yes"},
+    }
+    token = csrf_of((await admin.get("/calibration"))[1])
+    await rig.broker.close()
+    async with asyncio.timeout(5):
+        while rig.server.ctx.bus.connected:  # noqa: ASYNC110 - the client has no event for a loss
+            await asyncio.sleep(0.02)
+    for path, form in pages.items():
+        async with asyncio.timeout(10):
+            status, html, _ = await admin.post(path, {"csrf": token, **form})
+        assert status == 503, (path, status)
+        assert "the bus is not reachable" in html, path
+
+
+async def test_a_file_the_page_cannot_edit_keeps_the_technicians_input(rig: Rig, admin: Web) -> None:
+    """A key the technician wrote quoted ("threshold_c" = ...) is valid TOML the line editor
+    cannot rewrite safely, so nothing is saved. The page must say so as a failure, and show
+    the form as it was submitted, not the file's values, or every change typed is lost."""
+    text = rig.config_file.read_text().replace("threshold_c = 38.0", '"threshold_c" = 38.0')
+    rig.config_file.write_text(text)
+    token = csrf_of((await admin.get("/settings"))[1])
+    form = {
+        "csrf": token,
+        "screening.threshold_c": "37.6",
+        "screening.hysteresis_c": "0.35",
+        "screening.units": "C",
+        "screening.distance_min_m": "0.3",
+        "screening.distance_max_m": "0.55",
+        "screen.language": "fr",
+        "gpio.relay": "",
+        "gpio.relay_open_s": "3.0",
+    }
+    status, html, _ = await admin.post("/settings", form)
+    assert status == 500 and "Nothing saved" in html
+    assert 'name="screening.threshold_c" id="screening-threshold-c" value="37.6"' in html
+    assert 'name="screening.hysteresis_c" id="screening-hysteresis-c" value="0.35"' in html
+    assert '<option value="fr" selected>' in html
+    assert rig.config_file.read_text() == text
+
+
+async def test_with_the_bus_down_first_use_says_the_code_cannot_reach_the_screen(rig: Rig, web: Web) -> None:
+    """The code travels to the kiosk's screen over the bus: with no bus, the page must not send
+    the technician to look for a code the screen cannot show."""
+    await rig.broker.close()
+    async with asyncio.timeout(5):
+        while rig.server.ctx.bus.connected:  # noqa: ASYNC110 - the client has no event for a loss
+            await asyncio.sleep(0.02)
+    token = await web.csrf("/first-use")
+    status, _, _ = await web.post("/first-use/code", {"csrf": token})
+    assert status == 303
+    status, html, _ = await web.get("/first-use")
+    assert status == 200 and "The bus is not reachable" in html
+    assert rig.server.ctx.codes.current() is not None, "the code is kept for when the bus is back"

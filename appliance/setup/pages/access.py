@@ -63,8 +63,18 @@ def _first_use_form(request: web.Request, error: str | None = None) -> Markup:
             error=notice("error", error) if error else Markup(""),
             csrf=csrf_field(session),
         )
+    # The code reaches the screen over the bus (retained: it is shown once the bus is back).
+    no_bus = (
+        Markup("")
+        if ctx.bus.connected
+        else notice(
+            "error",
+            "The bus is not reachable right now, so the kiosk's screen cannot show the code: it "
+            "appears there once the bus daemon is running again.",
+        )
+    )
     return h(
-        "{error}<p>Enter the 6-digit code shown on the kiosk's screen, and choose the setup password "
+        "{error}{no_bus}<p>Enter the 6-digit code shown on the kiosk's screen, and choose the setup password "
         "(at least 10 characters).</p>"
         '<form method="post" action="/first-use" class="stack">{csrf}'
         '<label>Setup code <input name="code" id="code" inputmode="numeric" autocomplete="one-time-code" '
@@ -75,6 +85,7 @@ def _first_use_form(request: web.Request, error: str | None = None) -> Markup:
         'autocomplete="new-password" required></label>'
         '<button type="submit" id="set-password">Set the password</button></form>',
         error=notice("error", error) if error else Markup(""),
+        no_bus=no_bus,
         csrf=csrf_field(session),
     )
 

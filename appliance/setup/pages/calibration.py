@@ -16,7 +16,14 @@ from aiohttp import web
 
 from appliance.bus.topics import CalibrateParams, CalibrateResult
 from appliance.config import load_config
-from appliance.errors import ApplianceError, ConfigError, NoSuchMethod, RemoteError, RequestTimeout
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    NoSuchMethod,
+    NotConnected,
+    RemoteError,
+    RequestTimeout,
+)
 from appliance.screening import calstore
 from appliance.setup.app import ctx_of, render, session_of
 from appliance.setup.html import EMPTY, Markup, csrf_field, h, join, notice
@@ -121,6 +128,8 @@ async def calibration_page(request: web.Request) -> web.Response:
 
 
 def _bus_problem(exc: Exception) -> str:
+    if isinstance(exc, NotConnected):
+        return "the bus is not reachable (see Status: is the bus daemon running?); nothing was captured"
     if isinstance(exc, NoSuchMethod):
         return "the screening daemon is not running: start it (Maintenance), then try again"
     if isinstance(exc, RequestTimeout):
@@ -144,14 +153,15 @@ async def calibrate(request: web.Request) -> web.Response:
     params = CalibrateParams(reference_c=round(reference, 3), frames=frames)
     timeout = TIMEOUT_BASE_S + TIMEOUT_PER_FRAME_S * frames
     try:
-        result = await ctx_of(request).bus.request("screening.calibrate", params, timeout=timeout)
+        result = await ctx_of(request).request("screening.calibrate", params, timeout=timeout)
     except (TimeoutError, ApplianceError) as exc:
         return _page(
             request,
             notice("error", f"Not calibrated: {_bus_problem(exc)}."),
             ref_text,
             frames_text,
-            status=502,
+            # 503: no bus to ask, try again later; 502: the screening daemon failed or was silent.
+            status=503 if isinstance(exc, NotConnected) else 502,
         )
     assert isinstance(result, CalibrateResult)
     log.info("calibrated from the setup page: offset %+.2f degC", result.offset_c)

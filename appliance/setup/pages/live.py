@@ -109,7 +109,8 @@ async def _feed(
         now = time.monotonic()
         if now >= next_check:
             next_check = now + SESSION_CHECK_S
-            session = ctx.sessions.get(token)
+            # A look, not activity: a page left open still idles out (SESSION_IDLE_S).
+            session = ctx.sessions.get(token, touch=False)
             if session is None or not session.authenticated:
                 await ws.close(code=4401, message=b"session ended")
                 return

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from appliance.bus.topics import Empty, Ok, PairingStart
 from appliance.config import load_config
-from appliance.errors import ApplianceError, NoSuchMethod, RemoteError, RequestTimeout
+from appliance.errors import ApplianceError, NoSuchMethod, NotConnected, RemoteError, RequestTimeout
 from appliance.setup.app import ctx_of, render, session_of
 from appliance.setup.html import EMPTY, Markup, csrf_field, h, notice
 from appliance.setup.pages.status import field
@@ -89,6 +89,8 @@ async def pairing_page(request: web.Request) -> web.Response:
 
 
 def _bus_problem(exc: Exception) -> str:
+    if isinstance(exc, NotConnected):
+        return "the bus is not reachable (see Status: is the bus daemon running?); nothing was asked"
     if isinstance(exc, NoSuchMethod):
         return "the publisher daemon (it does the pairing) is not running: start it (Maintenance), retry"
     if isinstance(exc, RequestTimeout):
@@ -98,6 +100,11 @@ def _bus_problem(exc: Exception) -> str:
     return f"the bus is not available: {exc}"
 
 
+def _bus_status(exc: Exception) -> int:
+    # 503: no bus to ask, try again later; 502: the daemon asked failed or did not answer.
+    return 503 if isinstance(exc, NotConnected) else 502
+
+
 async def start(request: web.Request) -> web.Response:
     form = await request.post()
     url = str(form.get("room_url", "")).strip()
@@ -105,11 +112,12 @@ async def start(request: web.Request) -> web.Response:
     if problem is not None:
         return _page(request, notice("error", f"Not started: {problem}."), url, status=400)
     try:
-        reply = await ctx_of(request).bus.request(
+        reply = await ctx_of(request).request(
             "pairing.start", PairingStart(room_url=url), timeout=REQUEST_TIMEOUT_S
         )
     except ApplianceError as exc:
-        return _page(request, notice("error", f"Not started: {_bus_problem(exc)}."), url, status=502)
+        message = notice("error", f"Not started: {_bus_problem(exc)}.")
+        return _page(request, message, url, status=_bus_status(exc))
     assert isinstance(reply, Ok)
     if not reply.ok:
         return _page(request, notice("error", f"Not started: {reply.detail or 'refused'}."), url, status=502)
@@ -123,9 +131,10 @@ async def unpair(request: web.Request) -> web.Response:
     if form.get("confirm") != "yes":
         return _page(request, notice("error", "Not unpaired: tick the box to confirm."), status=400)
     try:
-        reply = await ctx_of(request).bus.request("pairing.unpair", Empty(), timeout=REQUEST_TIMEOUT_S)
+        reply = await ctx_of(request).request("pairing.unpair", Empty(), timeout=REQUEST_TIMEOUT_S)
     except ApplianceError as exc:
-        return _page(request, notice("error", f"Not unpaired: {_bus_problem(exc)}."), status=502)
+        message = notice("error", f"Not unpaired: {_bus_problem(exc)}.")
+        return _page(request, message, status=_bus_status(exc))
     assert isinstance(reply, Ok)
     if not reply.ok:
         return _page(request, notice("error", f"Not unpaired: {reply.detail or 'refused'}."), status=502)

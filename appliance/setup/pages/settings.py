@@ -146,7 +146,13 @@ async def save(request: web.Request) -> web.Response:
             # fsync on an SD card can take a while: off the event loop.
             await asyncio.to_thread(configedit.write_changes, ctx.config_file, changes)
         except ConfigError as exc:
-            return await settings_page(request, notice("error", f"Nothing saved: {exc}."))
+            # The form as submitted, not the file's values: what was typed is not lost.
+            body = h(
+                "{n}{form}",
+                n=notice("error", f"Nothing saved: {exc}."),
+                form=_form(request, values, {}),
+            )
+            return render(request, "Settings", body, current="/settings", status=500)
     keys = [f"{s}.{k}" for s, k in changes]
     log.info("settings changed: %s", ", ".join(keys))
     return await settings_page(request, _applied(keys, session_of(request)))
