@@ -398,6 +398,32 @@ async def test_logs_page_reads_log_files(run_dir: Path, caplog: pytest.LogCaptur
             await web.close()
 
 
+async def test_unreadable_logs_are_a_notice_not_an_error(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal or log file that cannot be read (rotated away, damaged, no permission): the
+    page says so and still shows this daemon's own lines."""
+    from appliance.setup import logs as sources
+
+    caplog.set_level(logging.INFO)
+    logs = run_dir / "logs"
+    logs.mkdir()
+
+    def unreadable(*args: object) -> list[object]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sources, "read_files", unreadable)
+    async with running(run_dir, extra=f'log_dir = "{logs}"') as rig:
+        web = Web(rig.url)
+        try:
+            await first_use(rig, web)
+            status, html, _ = await web.get("/logs")
+            assert status == 200 and "Cannot read the logs (Permission denied)" in html
+            assert "setup password set" in html
+        finally:
+            await web.close()
+
+
 async def test_status_and_about(rig: Rig, admin: Web) -> None:
     rig.bus.publish_nowait(
         "health.thermal",

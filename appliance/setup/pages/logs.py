@@ -4,6 +4,7 @@ this daemon's own recent lines."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
@@ -13,6 +14,8 @@ from appliance.errors import ApplianceError
 from appliance.setup import logs as sources
 from appliance.setup.app import ctx_of, render
 from appliance.setup.html import Markup, h, join, notice
+
+log = logging.getLogger(__name__)
 
 LEVELS = {"all": 7, "info": 6, "warning": 4, "error": 3}
 
@@ -48,15 +51,25 @@ async def logs_page(request: web.Request) -> web.Response:
         log_dir = load_config(ctx.config_file).setup.log_dir
     except ApplianceError:
         log_dir = ctx.config.setup.log_dir
-    if ctx.system.active and sources.journal_available():
-        source = "the systemd journal (this boot)"
-        lines = await asyncio.to_thread(sources.read_journal, daemon)
-    elif log_dir is not None:
-        source = f"log files in {log_dir}"
-        lines = await asyncio.to_thread(sources.read_files, log_dir, daemon)
-    else:
-        source = None
-        lines = []
+    problem = None
+    try:
+        if ctx.system.active and sources.journal_available():
+            source = "the systemd journal (this boot)"
+            lines = await asyncio.to_thread(sources.read_journal, daemon)
+        elif log_dir is not None:
+            source = f"log files in {log_dir}"
+            lines = await asyncio.to_thread(sources.read_files, log_dir, daemon)
+        else:
+            source = None
+            lines = []
+    except OSError as exc:
+        # A journal file being rotated or damaged: the page still shows this daemon's own lines,
+        # which are what a technician needs most when the rest of the logging is in trouble.
+        log.warning("cannot read the logs: %s", exc)
+        problem = notice(
+            "error", f"Cannot read the logs ({exc.strerror or exc}); only this daemon's own lines."
+        )
+        source, lines = None, []
     lines = [line for line in lines if line.priority <= max_priority]
     own = [line for line in ctx.ring_log.records if line.priority <= max_priority]
     daemon_options = join(
@@ -79,9 +92,14 @@ async def logs_page(request: web.Request) -> web.Response:
         "{where}{table}<h3>This setup daemon</h3>{own}",
         d=daemon_options,
         lv=level_options,
-        where=h("<p>From {s}.</p>", s=source)
-        if source
-        else notice("info", "No journal here and no setup.log_dir configured: only this daemon's own lines."),
+        where=problem
+        or (
+            h("<p>From {s}.</p>", s=source)
+            if source
+            else notice(
+                "info", "No journal here and no setup.log_dir configured: only this daemon's own lines."
+            )
+        ),
         table=_table(lines) if source else Markup(""),
         own=_table(own),
     )
