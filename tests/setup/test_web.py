@@ -351,6 +351,35 @@ async def test_events_table_chart_and_csv(rig: Rig, admin: Web) -> None:
     assert [line.split(",")[3] for line in lines[1:]] == ["normal", "normal"]
 
 
+async def test_a_damaged_events_database_is_a_page_that_says_so(rig: Rig, admin: Web) -> None:
+    """Pages of events.db damaged past its first ones (an SD card going bad): the database
+    opens, reading its rows fails part way. The page says the events cannot be read, as it
+    does for a database that does not open, instead of an unhandled error."""
+    path = path_in(rig.state_dir)
+    with EventStore.open(path) as store:
+        for i in range(400):  # several pages of rows
+            store.append(
+                Draft(
+                    wall_ts=1e9 + i,
+                    start=i,
+                    end=i + 1,
+                    result="normal",
+                    estimate_c=36.6,
+                    confidence=0.9,
+                    threshold_c=38.0,
+                )  # type: ignore[arg-type]
+            )
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 6 * page
+    data[-3 * page : -page] = b"\xa5" * (2 * page)  # table pages near the end, not the schema
+    path.write_bytes(bytes(data))
+    for url in ("/events", "/events.csv"):
+        async with admin.session.get(rig.url + url) as r:
+            text = await r.text()
+        assert r.status == 500 and "cannot be read" in text, (url, r.status, text[:300])
+
+
 async def test_events_without_a_database(admin: Web) -> None:
     status, html, _ = await admin.get("/events")
     assert status == 200 and "0 events match" in html and "No readings" in html
