@@ -170,7 +170,9 @@ def write_changes(path: Path, changes: Changes) -> AppConfig:
     except FileNotFoundError:
         mode = 0o644
     try:
-        atomic_write(path, new_text, mode=mode)
+        # Through a symlink to the file it names (a config kept on the boot partition, say):
+        # replacing the link itself would cut the file off from where it is edited.
+        atomic_write(os.path.realpath(path), new_text, mode=mode)
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot write: {exc.strerror}") from None
     return got

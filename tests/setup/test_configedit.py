@@ -94,6 +94,21 @@ def test_invalid_changes_write_nothing(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name != "appliance.toml"], "no temporary files left"
 
 
+def test_a_symlinked_config_stays_a_link_and_its_file_changes(tmp_path: Path) -> None:
+    """/etc/appliance/appliance.toml may be a link to a file elsewhere (the boot partition,
+    where it can be edited from another computer): the edit goes to that file, the link stays."""
+    real = tmp_path / "boot" / "appliance.toml"
+    real.parent.mkdir()
+    shutil.copy(SHIPPED, real)
+    link = tmp_path / "etc" / "appliance.toml"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    write_changes(link, {("screening", "threshold_c"): 37.5})
+    assert link.is_symlink() and link.resolve() == real
+    assert tomllib.loads(real.read_text())["screening"]["threshold_c"] == 37.5
+    assert [p.name for p in link.parent.iterdir()] == ["appliance.toml"], "nothing left next to the link"
+
+
 def test_missing_file_is_created_with_the_changes_only(tmp_path: Path) -> None:
     path = tmp_path / "etc" / "appliance.toml"
     config = write_changes(path, {("screen", "language"): "fr"})
