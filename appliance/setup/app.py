@@ -114,7 +114,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     public = _is_public(request)
     if not public and (session is None or not session.authenticated):
         html_page = request.method == "GET" and request.path not in ("/ws", "/snapshot.png", "/events.csv")
-        if html_page:
+        # Logging out without a session (a second tab, an expired one) is done already.
+        if html_page or (request.method == "POST" and request.path == "/logout"):
             raise web.HTTPSeeOther("/login")
         raise web.HTTPUnauthorized(text="log in first\n")
     if request.method == "POST" and not request.path.startswith("/static/"):

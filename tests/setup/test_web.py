@@ -181,6 +181,10 @@ async def test_logout_ends_the_session(admin: Web) -> None:
     status, _, r = await admin.post("/logout", {"csrf": token})
     assert status == 303 and r.headers["Location"] == "/login"
     assert (await admin.get("/status"))[0] == 303
+    # Logging out again (a second tab, or a session that already timed out): still the login
+    # page, not a bare "log in first" error.
+    status, _, r = await admin.post("/logout", {"csrf": token})
+    assert status == 303 and r.headers["Location"] == "/login"
 
 
 async def test_settings_validated_written_atomically_comments_kept(rig: Rig, admin: Web) -> None:
