@@ -232,6 +232,20 @@ class ScreeningService:
         self.store_problem = problem
 
     def close_store(self) -> None:
+        if self.pending:
+            # The last chance for results that waited for events.db (a disk that has room again
+            # before the retry was due): the retry timers do not apply on the way out.
+            self._write_retry_at = self._next_store_try = 0.0
+            self.drain()
+        if self.pending:
+            log.error(
+                "events: %d result(s) never written to events.db are lost at shutdown (never "
+                "published either: no seq was given to them)",
+                len(self.pending),
+            )
+        self._drop_store()
+
+    def _drop_store(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -275,6 +289,7 @@ class ScreeningService:
         """Write and then publish waiting results, oldest first, until one cannot be written."""
         if self.clock() < self._write_retry_at:
             return
+        reopened = False
         while self.pending:
             if self.store is None:
                 if self.clock() < self._next_store_try:
@@ -285,12 +300,15 @@ class ScreeningService:
             try:
                 appended = self.store.append(self.pending[0])
             except (sqlite3.Error, StateError) as exc:
-                if is_damage(exc):
+                if is_damage(exc) and not reopened:
                     # Damaged under us: set it aside now; seq continues above what we handed out.
                     log.error("events.db damaged while writing (%s); reopening", exc)
-                    self.close_store()
+                    self._drop_store()
                     self._next_store_try = 0.0
                     self.open_store()
+                    # Once per drain: a file whose check passes but whose writes still fail
+                    # would otherwise be reopened and retried forever, on the event loop.
+                    reopened = True
                     if self.store is not None:
                         continue
                 else:

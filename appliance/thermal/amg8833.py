@@ -224,6 +224,26 @@ class AMG8833:
         self._write(reg.SCLR, reg.SCLR_INTCLR)
         self._interrupt = None
 
+    def settings_lost(self) -> str:
+        """Which settings made through this object the chip no longer holds ("" when none).
+
+        A brown-out resets the chip to 10 fps, interrupt off and no averaging without any I2C
+        error, and its frames still look fine: only reading the settings back shows it.
+        """
+        fpsc, intc = self._read(reg.FPSC, 2)  # FPSC and INTC are adjacent: one transaction
+        lost = []
+        if fpsc & reg.FPSC_1FPS != (reg.FPSC_1FPS if self._fps == 1 else reg.FPSC_10FPS):
+            lost.append(f"frame rate (FPSC 0x{fpsc:02x})")
+        wanted_intc = 0
+        if self._interrupt is not None:
+            absolute = self._interrupt.mode is InterruptMode.ABSOLUTE
+            wanted_intc = reg.INTC_INTEN | (reg.INTC_ABSOLUTE if absolute else 0)
+        if intc & (reg.INTC_INTEN | reg.INTC_ABSOLUTE) != wanted_intc:
+            lost.append(f"interrupt (INTC 0x{intc:02x})")
+        if self._moving_average and not self._read(reg.AVE, 1)[0] & reg.AVE_MAMOD:
+            lost.append("moving average")
+        return ", ".join(lost)
+
     def read_interrupt(self) -> InterruptState:
         """What fired: call on the INT falling edge, then clear_interrupt() to re-arm the pin."""
         status = self._read(reg.STAT, 1)[0]

@@ -18,7 +18,9 @@ What it does, and why:
 - Faults: every SensorFault (I2C error, stuck frames, out-of-range pixels) is retried twice at once (a
   single NACK is not a broken sensor), then reported as a fault, and the sensor re-initialised with
   exponential backoff until a good frame arrives. Nothing is published in between: no repeated frame, no
-  stale frame, no guess. The daemon never exits over the sensor; it recovers by itself.
+  stale frame, no guess. A chip that reset by itself (a brown-out: 10 fps, interrupt and averaging off,
+  no I2C error) is found by reading its settings back every SETTINGS_CHECK_S, reported as a fault and
+  re-initialised at once. The daemon never exits over the sensor; it recovers by itself.
 - I2C runs on one dedicated worker thread (a single-thread executor), not asyncio.to_thread: every access
   to the sensor happens in one order on one thread, which the driver, adafruit_bus_device's spinning
   bus lock and the simulated chip all assume; a slow or hung transfer never holds up the event loop
@@ -64,6 +66,9 @@ BACKOFF_INITIAL_S = 0.25
 # A sensor that answers again is noticed within seconds; a retry every 5 s costs the bus nothing.
 BACKOFF_MAX_S = 5.0
 SIM_TICK_S = 0.05  # the fake needs a tick at least every 0.1 s
+# How often the chip's settings are read back: a reset (brown-out) is found within this, for
+# one or two one-byte reads.
+SETTINGS_CHECK_S = 1.0
 
 
 class ThermalSampler:
@@ -98,6 +103,7 @@ class ThermalSampler:
         self.failures = 0
         self.backoff = BACKOFF_INITIAL_S
         self.next_poll = clock()
+        self.next_settings_check = clock()
         self.last_pixels: npt.NDArray[np.float32] | None = None
         self.frame_seq = 0
         self.interrupts_seen = 0
@@ -244,6 +250,8 @@ class ThermalSampler:
             await self._apply(self.policy.plan(t))
             await self._publish_status()
             return
+        if await self._settings_lost(t):
+            return  # a frame from a chip at the wrong rate: not published; reinit comes next
         thermistor = await self.io(self.driver.read_thermistor)
         self.last_pixels = pixels
         self.failures = 0
@@ -265,10 +273,33 @@ class ThermalSampler:
         await self._apply(plan)
         await self._publish_status()
 
+    async def _settings_lost(self, t: float) -> bool:
+        """Read the settings back now and then; a chip that lost them is a fault to reinit."""
+        assert self.driver is not None
+        if self.failures or t < self.next_settings_check:
+            # After a failed transfer a setting may be half-written: the poll's _apply redoes
+            # it, and the next check, after a good frame, judges the chip.
+            return False
+        self.next_settings_check = t + SETTINGS_CHECK_S
+        lost = await self.io(self.driver.settings_lost)
+        if not lost:
+            return False
+        # Straight to the fault and a reinit (run() does it next, without a backoff): reading
+        # again would only find the same registers.
+        await self._set_fault(f"the sensor lost its settings ({lost}): it reset")
+        return True
+
     async def _on_interrupt(self) -> None:
         if self.driver is None or self.state == "fault":
             return  # the re-initialisation clears the flag and re-arms the pin
-        t, mask = await self._take_interrupt()
+        try:
+            t, mask = await self._take_interrupt()
+        except SensorFault:
+            # The chip holds INT low until the flag is cleared, and the pin reports edges only:
+            # an interrupt not cleared now would never be followed by another edge. Serve it
+            # again after the retry.
+            self.edge.set()
+            raise
         if mask is not None:
             await self._apply(self.policy.on_interrupt(t, mask))
             await self._publish_status()

@@ -12,8 +12,9 @@ spreadsheets write, is allowed).
 Readers are iterators, so an hour of 10 fps frames never sits in memory, and every defect raises
 RecordingError naming the source and the 1-based line number, whatever the file holds (binary
 junk, text that is not UTF-8, numbers too large for a float, nesting thousands deep). A frame's
-line is about 600 characters: a line over MAX_LINE characters is refused when that many have
-been read, never read whole, so a file that is not a recording cannot fill the memory.
+line is about 600 characters: a line (in CSV, a row, which quoted newlines can spread over many
+lines) over MAX_LINE characters is refused when that many have been read, never read whole, so a
+file that is not a recording cannot fill the memory.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def _parse_csv_number(text: str, source: str, line: int, what: str) -> float:
     return number
 
 
-def _csv_rows(reader: Any, source: str) -> Iterator[list[str]]:
+def _csv_rows(reader: Any, source: str, limit: _RowLimit) -> Iterator[list[str]]:
     """The reader's rows, its own errors (a quoted field past csv.field_size_limit, say) as
     RecordingError."""
     while True:
@@ -233,12 +234,48 @@ def _csv_rows(reader: Any, source: str) -> Iterator[list[str]]:
             return
         except csv.Error as exc:
             raise RecordingError(source, max(1, reader.line_num), f"not valid CSV: {exc}") from None
+        limit.row_done()
         yield cells
 
 
+class _RowLimit:
+    """Feeds csv.reader its lines, refusing a row longer than MAX_LINE characters in all.
+
+    A quoted field may hold newlines, so one CSV row can run over any number of short lines;
+    limiting each line (bounded_lines) would still let such a row collect millions of cells.
+    """
+
+    def __init__(self, stream: Iterable[str], source: str) -> None:
+        self._lines = iter(stream)
+        self._source = source
+        self._line = 0  # lines handed to the reader so far
+        self._row_start = 1  # the line the current row began on
+        self._row_chars = 0
+
+    def __iter__(self) -> _RowLimit:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._line += 1
+        self._row_chars += len(line)
+        if self._row_chars > MAX_LINE:
+            raise RecordingError(
+                self._source,
+                self._row_start,
+                f"row longer than {MAX_LINE} characters (a quote never closed?): not valid CSV",
+            )
+        return line
+
+    def row_done(self) -> None:
+        """The reader returned a row: the next one starts on the next line."""
+        self._row_start, self._row_chars = self._line + 1, 0
+
+
 def iter_csv(stream: Iterable[str], source: str = "<stream>") -> Iterator[RecordedFrame]:
-    reader = csv.reader(stream)
-    rows = _csv_rows(reader, source)
+    limit = _RowLimit(stream, source)
+    reader = csv.reader(limit)
+    rows = _csv_rows(reader, source, limit)
     header = next(rows, None)
     if header is None:
         raise RecordingError(source, 1, "empty file: expected a header t,thermistor,p0..p63")

@@ -46,6 +46,7 @@ from appliance.screening.events import Draft, EventStore
 from appliance.screening.machine import ScreeningMachine
 from appliance.screening.outputs import Outputs
 from appliance.screening.records import FrameInput
+from appliance.screening.records import ScreeningResult as CoreResult
 from appliance.screening.settings import ScreeningSettings
 
 from .synth import Clock, Head, empty, visit
@@ -548,3 +549,84 @@ async def test_a_damaged_events_db_is_set_aside_and_screening_carries_on_degrade
         await rig.visit(rig.fever)
         assert (await next_msg(results)).seq > floor  # above anything the old file can hold
     assert len(list(config.paths.state_dir.glob("events.db.damaged-*"))) == 1
+
+
+# --- events.db failures, on the service alone ----------------------------------------------------
+
+
+class _Bus:
+    """What the service needs of the bus: publish_nowait, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def publish_nowait(self, topic: str, msg: Any, **_: Any) -> None:
+        self.sent.append((topic, msg))
+
+
+def test_a_store_that_stays_damaged_after_reopening_does_not_hang_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file that quick_check passes but whose writes keep failing as damaged: reopening it
+    # does not cure it, and drain() used to reopen and retry forever on the event loop.
+    config = make_config(tmp_path / "state", tmp_path)
+    svc = ScreeningService(config, _Bus(), Outputs(config.gpio, factory=MockFactory()))  # type: ignore[arg-type]
+    svc.open_store()
+    opens = 0
+    real_open = EventStore.open
+
+    def counting_open(*args: Any, **kwargs: Any) -> EventStore:
+        nonlocal opens
+        opens += 1
+        assert opens <= 5, "drain() keeps reopening a store that stays damaged"
+        return real_open(*args, **kwargs)
+
+    def damaged_append(self: EventStore, draft: Draft) -> Any:
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(EventStore, "open", counting_open)
+    monkeypatch.setattr(EventStore, "append", damaged_append)
+    svc.pending.append(Draft(time.time(), 0.0, 1.0, "normal", 36.5, 0.9))
+    svc.drain()
+    assert opens == 1  # one reopen per drain; then the retry timer, as for any other failure
+    assert len(svc.pending) == 1 and not svc.bus.sent  # type: ignore[attr-defined]
+    text, degraded = svc.health()
+    assert degraded and "1 results waiting for events.db" in text
+    svc.close_store()
+
+
+def test_results_waiting_for_events_db_at_shutdown_are_written_or_reported_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path / "state", tmp_path)
+    bus = _Bus()
+    svc = ScreeningService(config, bus, Outputs(config.gpio, factory=MockFactory()))  # type: ignore[arg-type]
+    svc.open_store()
+    real_append = EventStore.append
+
+    def full_append(self: EventStore, draft: Draft) -> Any:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise exc
+
+    # The disk is full for the first result, and has room again by the time the daemon stops
+    # (before its 10 s retry was due): the result is written and published on the way out.
+    monkeypatch.setattr(EventStore, "append", full_append)
+    svc._record(CoreResult(0.0, 1.0, "elevated", 39.0, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    assert len(svc.pending) == 1 and not bus.sent
+    monkeypatch.setattr(EventStore, "append", real_append)
+    svc.close_store()
+    assert not svc.pending
+    assert [t for t, _ in bus.sent] == ["screening.result", "alert.fever"]
+    with EventStore.open_readonly(svc.store_path) as ro:
+        assert [e.result.result for e in ro.rows()] == ["elevated", "elevated"]
+
+    # Still full at the end: the results cannot be kept, but the log must say so.
+    svc.open_store()
+    monkeypatch.setattr(EventStore, "append", full_append)
+    svc._record(CoreResult(2.0, 3.0, "normal", 36.6, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    with caplog.at_level("ERROR"):
+        svc.close_store()
+    assert any("1 result" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)

@@ -466,3 +466,134 @@ async def test_int_edge_from_gpiozeros_thread_becomes_thermal_interrupt(rig: Rig
         sampler.close()
         await bus.close()
         factory.close()
+
+
+class _Bus:
+    """What ThermalSampler needs of the bus: publish, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    async def publish(self, topic: str, msg: object, **_: object) -> None:
+        self.sent.append((topic, msg))
+
+    def statuses(self) -> list[ThermalStatus]:
+        return [m for t, m in self.sent if t == "thermal.status" and isinstance(m, ThermalStatus)]
+
+
+async def test_a_chip_that_resets_mid_run_gets_its_settings_back() -> None:
+    """A brown-out resets the AMG8833 to 10 fps, interrupt off, no averaging, with no I2C error
+    and frames that look fine: the daemon must notice and restore what it had set."""
+    from gpiozero.pins.mock import MockFactory
+
+    from appliance.errors import SensorFault
+
+    clock = ManualClock(100.0)
+    scene = StaticScene(22.0, ambient_c=22.0)
+    factory = MockFactory()
+    device = FakeAMG8833(scene, clock=clock, seed=2, int_pin=factory.pin(4))
+    i2c = FakeI2C(devices={0x69: device})
+    hardware = Hardware("fake", 0x69, lambda: AMG8833(i2c, clock=clock), 4, factory, tick=device.tick)
+    thermal = {"warmup_s": 0.0, "idle_fps": 1, "moving_average": True}
+    config = replace(AppConfig(), thermal=thermal).thermal
+    bus = _Bus()
+    sampler = ThermalSampler(bus, hardware, config, clock=clock)  # type: ignore[arg-type]
+    sampler.attach_interrupt()
+
+    async def run_for(seconds: float) -> None:
+        """What run() does, half a second of the manual clock at a time."""
+        for _ in range(round(seconds / 0.5)):
+            clock.advance(0.5)
+            await sampler.io(device.tick)
+            try:
+                await sampler._ensure_sensor()
+                await sampler._cycle()
+            except SensorFault as exc:
+                await sampler._failed(exc)
+
+    def settings() -> tuple[int, int, int]:
+        return device.regs[reg.FPSC], device.regs[reg.INTC], device.regs[reg.AVE]
+
+    idle = (reg.FPSC_1FPS, reg.INTC_INTEN | reg.INTC_ABSOLUTE, reg.AVE_MAMOD)
+    try:
+        await sampler.start()
+        await run_for(3.0)
+        assert settings() == idle and sampler.state == "ok"
+
+        i2c.writeto(0x69, bytes([reg.RST, reg.RST_INITIAL]))  # what a brown-out does to the chip
+        assert settings() == (reg.FPSC_10FPS, 0, 0)
+        await run_for(5.0)
+
+        assert settings() == idle
+        after = [s for s in bus.statuses() if s.state == "fault"]
+        assert after and "reset" in after[-1].reason, bus.statuses()
+        assert sampler.state == "ok"
+    finally:
+        sampler.close()
+        factory.close()
+
+
+async def test_an_interrupt_whose_clear_fails_is_served_again_not_left_asserted() -> None:
+    """The chip holds INT low until the flag is cleared, and gpiozero reports edges only: a clear
+    lost to one NACK must be retried, or the line stays low and no interrupt ever comes again."""
+    from gpiozero.pins.mock import MockFactory
+
+    from appliance.errors import SensorFault
+
+    clock = ManualClock(100.0)
+    scene = StaticScene(22.0, ambient_c=22.0)
+    factory = MockFactory()
+    device = FakeAMG8833(scene, clock=clock, seed=2, int_pin=factory.pin(4))
+    i2c = FakeI2C(devices={0x69: device})
+    hardware = Hardware("fake", 0x69, lambda: AMG8833(i2c, clock=clock), 4, factory, tick=device.tick)
+    config = replace(AppConfig(), thermal={"warmup_s": 0.0, "idle_fps": 1}).thermal
+    bus = _Bus()
+    sampler = ThermalSampler(bus, hardware, config, clock=clock)  # type: ignore[arg-type]
+    sampler.attach_interrupt()
+
+    async def step() -> None:
+        """One pass of run(), as it runs it."""
+        try:
+            await sampler._ensure_sensor()
+            await sampler._cycle()
+        except SensorFault as exc:
+            await sampler._failed(exc)
+
+    try:
+        await sampler.start()
+        clock.advance(1.0)
+        await step()  # the first frame: background learned, interrupt armed
+        assert sampler.levels is not None
+        # Someone passes between two polls: one hot frame latches the interrupt.
+        hot = np.full((8, 8), 22.0)
+        hot[3, 3] = 40.0
+        scene.field_c = hot
+        clock.advance(1.0)
+        await sampler.io(device.tick)
+        async with asyncio.timeout(2):
+            await sampler.edge.wait()
+        # Gone by the next frame: the frames never show them, only the latched interrupt does.
+        scene.field_c = np.full((8, 8), 22.0)
+        clock.advance(1.0)
+        await sampler.io(device.tick)
+        driver = sampler.driver
+        assert driver is not None
+        real_read = driver.read_interrupt
+
+        def read_then_fail_the_clear() -> object:
+            state = real_read()
+            device.fail_next(1)
+            return state
+
+        driver.read_interrupt = read_then_fail_the_clear  # type: ignore[method-assign]
+        await step()  # serving the edge fails on the clear
+        assert device.int_asserted
+        driver.read_interrupt = real_read  # type: ignore[method-assign]
+        for _ in range(3):
+            clock.advance(0.5)
+            await step()
+        assert not device.int_asserted, "INT left asserted: no edge will ever come again"
+        assert [m for t, m in bus.sent if t == "thermal.interrupt"], "the interrupt was never reported"
+    finally:
+        sampler.close()
+        factory.close()

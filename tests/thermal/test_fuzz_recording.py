@@ -323,6 +323,26 @@ def test_an_enormous_line_is_refused_without_reading_it_whole(tmp_path: Path) ->
     assert peak < 2 * 1024 * 1024, f"{peak} bytes allocated reading a {size}-byte line"
 
 
+def test_a_csv_row_spread_over_many_short_lines_is_refused_without_holding_it(tmp_path: Path) -> None:
+    # Quoted fields may hold newlines, so one CSV row can run over any number of lines, each
+    # of them short: the line limit alone let the reader collect millions of cells.
+    path = tmp_path / "quotes.csv"
+    good = csv_text(base_frames(2))
+    with path.open("w", newline="") as fh:
+        fh.write(good)
+        fh.write('"a' + '\n","a' * 1_000_000 + '"\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordingError) as info:
+            list(read_recording(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    first = good.count("\n") + 1  # the line the runaway row starts on
+    assert info.value.line == first and "longer than" in info.value.reason, info.value
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes allocated reading a {path.stat().st_size}-byte file"
+
+
 def test_bounded_lines_counts_and_limits() -> None:
     text = "a\n\n" + "b" * MAX_LINE + "\n" + "c" * (MAX_LINE + 1)
     lines = bounded_lines(io.StringIO(text, newline=""), "s")
