@@ -11,8 +11,8 @@ The mapping from what the screening shows to what the outputs do is the pure ``i
 
 Pins come from [gpio]; a pin set to none is not fitted. GPIO is never allowed to stop
 screening: a device that cannot be set up or driven is logged, reported in ``problems`` (the
-daemon turns that into a degraded health) and skipped. ``close`` switches everything off,
-the relay closed first.
+daemon turns that into a degraded health; a device that works again leaves it) and skipped.
+``close`` switches everything off, the relay closed first.
 """
 
 from __future__ import annotations
@@ -178,6 +178,11 @@ class Outputs:
                 device.off()
         except Exception as exc:
             self._problem(what, f"{'on' if on else 'off'}: {exc}")
+            return
+        if what in self.problems:
+            # A glitch that passed: health must not stay degraded until the next restart.
+            log.info("GPIO %s works again", what)
+            del self.problems[what]
 
     def _later(self, group: str, delay: float, what: str, device: Any, on: bool) -> None:
         def fire() -> None:

@@ -180,6 +180,30 @@ def test_a_device_that_fails_degrades_and_the_others_keep_working(factory: MockF
         squatter.close()
 
 
+def test_a_device_that_fails_once_and_works_again_is_no_longer_a_problem(factory: MockFactory) -> None:
+    """A transient failure driving a pin (a glitch on the GPIO chip) must not leave health
+    degraded until the daemon restarts: the next time the device works, the problem is gone."""
+    out = Outputs(gpio(), factory=factory)
+    try:
+        real_on = out.green.on
+        calls = []
+
+        def glitchy_on() -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise OSError(5, "Input/output error")
+            real_on()
+
+        out.green.on = glitchy_on
+        out.apply(indication("result", "normal", "normal"))
+        assert out.degraded and "green LED" in out.problems
+        out.apply(indication("idle", None, None))  # the LED switched off: it works again
+        out.apply(indication("result", "normal", "normal"))
+        assert level(factory, GREEN) and not out.degraded, out.problems
+    finally:
+        out.close()
+
+
 def test_pin_factories_by_name() -> None:
     assert isinstance(pin_factory("mock"), MockFactory)
     assert pin_factory("auto") is None
