@@ -111,9 +111,40 @@ class ScreenService:
         self.remote.close()
 
 
+class _Failures:
+    """Logs a failure with its traceback the first time, then only when it changes: a bad
+    retained message fails every redraw (up to MAX_FPS a second) until it is replaced."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self._last: str | None = None
+
+    def note(self, exc: Exception) -> None:
+        self.count += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != self._last:
+            self._last = reason
+            log.error("%s failed (%d so far); the screen goes on", self.what, self.count, exc_info=exc)
+
+    def ok(self) -> None:
+        if self._last is not None:
+            log.info("%s works again", self.what)
+            self._last = None
+
+
 async def _consume(sub: Subscription, svc: ScreenService, dirty: asyncio.Event) -> None:
+    failures = _Failures(f"a message on {sub.pattern}")
     async for rx in sub:
-        if svc.on_message(rx):
+        # One message the screen cannot take must not end this topic's subscription (and with
+        # it the daemon): the next message on the topic may well be fine.
+        try:
+            changed = svc.on_message(rx)
+        except Exception as exc:
+            failures.note(exc)
+            continue
+        failures.ok()
+        if changed:
             dirty.set()
 
 
@@ -122,6 +153,7 @@ async def _render_loop(
 ) -> None:
     last_draw = 0.0
     last_kind = None
+    failures = _Failures("drawing the screen")
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TICK_S):
@@ -135,7 +167,18 @@ async def _render_loop(
             log.info("the window was closed")
             rt.stop()
             return
-        if svc.refresh(time.time(), time.monotonic()):
+        try:
+            drew = svc.refresh(time.time(), time.monotonic())
+        except pygame.error:
+            raise  # the display is gone: a restart (systemd) opens it again
+        except Exception as exc:
+            # A view that cannot be drawn (one bad message) must not end the drawing: the
+            # daemon would stop, and the retained message stop it again on every restart.
+            # The view is not recorded as drawn, so the next tick tries again.
+            failures.note(exc)
+            continue
+        failures.ok()
+        if drew:
             last_draw = time.monotonic()
             assert svc.view is not None
             if svc.view.kind != last_kind:

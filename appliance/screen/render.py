@@ -15,6 +15,7 @@ drawn alone, rather than by trusting the view.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from appliance.screen.palette import RGB, TONES, ink_for
 from appliance.screen.qr import qr_surface
 from appliance.screen.text import Block, DrawnText, Fitted, Fonts, draw_fitted, fit
 from appliance.screen.view import View
+
+log = logging.getLogger(__name__)
 
 # Type sizes at the 800x480 design size (Layout.font_px scales them).
 TITLE_PX = 40
@@ -98,6 +101,7 @@ class Renderer:
         self._camera: tuple[int, pygame.Surface] | None = None
         self._overlay: tuple[int, pygame.Surface] | None = None
         self._pip: tuple[int, pygame.Surface] | None = None
+        self._qr_refused: str | None = None
         self.static_draws = 0
 
     def render(self, view: View, frames: Frames, target: pygame.Surface) -> RenderReport:
@@ -185,11 +189,19 @@ class Renderer:
         surf, lay = self._static, self.layout
         x, y, w, h = lay.preview
         if view.qr is not None:
-            qr = qr_surface(view.qr, min(w, h))
-            rect = qr.get_rect(center=(x + w // 2, y + h // 2))
-            surf.blit(qr, rect)
-            self._static_regions["qr"] = (rect.x, rect.y, rect.w, rect.h)
-            return
+            try:
+                qr = qr_surface(view.qr, min(w, h))
+            except ValueError as exc:
+                # The URI comes from the room service: one too long for any QR code must not
+                # cost the screen. The code itself is in the panel; the icon takes the QR's place.
+                if view.qr != self._qr_refused:  # once, not on every tick of the countdown
+                    self._qr_refused = view.qr
+                    log.warning("pairing: no QR code for a %d-character URI: %s", len(view.qr), exc)
+            else:
+                rect = qr.get_rect(center=(x + w // 2, y + h // 2))
+                surf.blit(qr, rect)
+                self._static_regions["qr"] = (rect.x, rect.y, rect.w, rect.h)
+                return
         s = round(min(w, h) * 0.6)
         box: Box = (x + (w - s) // 2, y + (h - s) // 2, s, s)
         colour = TONES[view.tone] if view.tone != "neutral" else palette.WHITE

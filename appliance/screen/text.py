@@ -20,6 +20,9 @@ FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)
 REGULAR, BOLD = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
 TEXT_CACHE = 256
 MIN_PX = 11
+# No block on this screen holds more; a longer string (a code or a URL from another machine)
+# is cut before wrapping, which measures it word by word.
+MAX_TEXT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +78,43 @@ class Fonts:
         return surf
 
 
-def wrap(font: pygame.font.Font, text: str, width: int) -> list[str]:
-    """Greedy word wrap; a word wider than the line stays whole on its own line."""
+def displayable(text: str) -> str:
+    """text without what a font cannot draw: control and format characters (a NUL makes
+    pygame's render raise; an escape or a bidi override draws as a box), lone surrogates
+    (not encodable). Whitespace stays: wrapping splits on it."""
+    if text.isprintable():
+        return text[:MAX_TEXT]
+    return "".join(ch for ch in text[:MAX_TEXT] if ch.isprintable() or ch.isspace())
+
+
+def _pieces(font: pygame.font.Font, word: str, width: int) -> list[str]:
+    """word cut into pieces no wider than width (at least one character each)."""
+    pieces: list[str] = []
+    current = ""
+    for ch in word:
+        if current and font.size(current + ch)[0] > width:
+            pieces.append(current)
+            current = ch
+        else:
+            current += ch
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def wrap(font: pygame.font.Font, text: str, width: int, *, break_words: bool = False) -> list[str]:
+    """Greedy word wrap. A word wider than the line stays whole on its own line (so `fit`
+    shrinks the type for it), or with break_words is cut to the width: a URL, or a sentence
+    in a script written without spaces (Chinese, Japanese, Thai), is one "word"."""
     lines: list[str] = []
     current = ""
     for word in text.split():
+        if break_words and font.size(word)[0] > width:
+            if current:
+                lines.append(current)
+            *whole, current = _pieces(font, word, width)
+            lines.extend(whole)
+            continue
         candidate = f"{current} {word}" if current else word
         if current and font.size(candidate)[0] > width:
             lines.append(current)
@@ -115,14 +150,15 @@ class Fitted:
 
 
 def fit(fonts: Fonts, block: Block, width: int, px: int) -> Fitted:
-    """Wrap block to width at px, shrinking the type until it fits max_lines lines."""
+    """Wrap block to width at px, shrinking the type until it fits max_lines lines; at the
+    smallest size, words still wider than the line are cut, and lines past max_lines dropped."""
     size = max(MIN_PX, px)
+    text = displayable(block.text)
     while True:
         font = fonts.font(size, block.bold)
-        lines = wrap(font, block.text, width)
-        if (
-            len(lines) <= block.max_lines and all(font.size(line)[0] <= width for line in lines)
-        ) or size <= MIN_PX:
+        smallest = size <= MIN_PX
+        lines = wrap(font, text, width, break_words=smallest)
+        if (len(lines) <= block.max_lines and all(font.size(line)[0] <= width for line in lines)) or smallest:
             return Fitted(block, tuple(lines[: block.max_lines]), size, font.get_linesize())
         size = max(MIN_PX, round(size * 0.9))
 

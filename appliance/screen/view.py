@@ -23,6 +23,7 @@ call adds the staff video (picture in picture) and the chat lines.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +77,10 @@ CHAT_SHOW_S = 120.0
 CHAT_LINES = 3
 CHAT_SENDER_CHARS = 24
 CHAT_TEXT_CHARS = 160
+# An estimate outside the sensor's range (the bus's Celsius bounds), or NaN or infinity, which
+# ScreeningState.estimate_c (a plain float) lets through, is no reading: it shows as missing.
+READING_MIN_C = -40.0
+READING_MAX_C = 150.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +153,16 @@ def sound_for(previous: ScreenKind | None, current: ScreenKind) -> SoundCue | No
     return None
 
 
+def _reading(estimate_c: float | None) -> float | None:
+    """The estimate to show, or None: "nan °C" or a 300-digit number must never reach a person."""
+    if estimate_c is None or not READING_MIN_C <= estimate_c <= READING_MAX_C:
+        return None  # NaN fails the comparison too
+    return estimate_c
+
+
 def _remaining(expires_at: float | None, wall_now: float, language: Language) -> str | None:
-    if expires_at is None:
+    # An infinite expiry is "no expiry" (int() of it would raise and stop the drawing).
+    if expires_at is None or not math.isfinite(expires_at):
         return None
     left = int(expires_at - wall_now)
     if left <= 0:
@@ -193,6 +206,10 @@ def _preview(
     if inp.camera is not None and inp.camera.state in ("fault", "absent"):
         problem = text(language, "camera_fault")
     camera_ok = problem is None and _fresh(inp.camera_at, mono_now, CAMERA_FRESH_S)
+    if problem is None and not camera_ok and inp.camera_at is not None:
+        # Frames came and stopped without a word on camera.status (the camera daemon killed or
+        # hung: its last status, "ok", stays retained). Say so: a blank box explains nothing.
+        problem = text(language, "camera_fault")
     thermal_ok = (
         inp.thermal_pixels is not None
         and (inp.thermal is None or inp.thermal.state != "fault")
@@ -290,6 +307,7 @@ def _main_view(inp: Inputs, settings: DisplaySettings, wall_now: float, talking:
 
     if state.state == "result":
         result = state.result or "retry"
+        estimate = _reading(state.estimate_c)
         if result == "normal":
             return View(
                 kind="normal",
@@ -297,18 +315,18 @@ def _main_view(inp: Inputs, settings: DisplaySettings, wall_now: float, talking:
                 icon="check",
                 title=t("normal_title"),
                 body=t("normal_body"),
-                reading=format_temperature(state.estimate_c, settings.units),
+                reading=format_temperature(estimate, settings.units),
                 small_print=t("disclaimer"),
             )
         if result == "elevated":
-            hidden = settings.hide_elevated_reading or state.estimate_c is None
+            hidden = settings.hide_elevated_reading or estimate is None
             return View(
                 kind="elevated",
                 tone="bad",
                 icon="alert",
                 title=t("elevated_title"),
                 body=t("elevated_body"),
-                reading=None if hidden else format_temperature(state.estimate_c, settings.units),
+                reading=None if hidden else format_temperature(estimate, settings.units),
                 note=t("elevated_hidden") if settings.hide_elevated_reading else None,
                 small_print=t("disclaimer"),
             )
