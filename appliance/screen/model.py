@@ -70,6 +70,10 @@ class Inputs:
         slot = _STATE_SLOTS.get(topic)
         if slot is None or not isinstance(msg, _SLOT_TYPES[slot]):
             return False
+        if isinstance(msg, CallState) and not msg.viewers:
+            # The call is over: what staff wrote was for the person they were talking to, not
+            # for whoever is at the door when the next call starts.
+            self.chat.clear()
         if getattr(self, slot) == msg:
             return False
         setattr(self, slot, msg)

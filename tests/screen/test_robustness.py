@@ -262,3 +262,29 @@ async def test_one_bad_message_does_not_end_its_topics_subscription() -> None:
     inbox, dirty = FlakyInbox(), asyncio.Event()
     await daemon._consume(Sub(3), inbox, dirty)  # type: ignore[arg-type]
     assert inbox.taken == [-1, 1, 0] and dirty.is_set()
+
+
+# --- one call's chat is not the next visitor's ---------------------------------------------------
+
+
+def test_the_chat_of_a_call_that_ended_is_not_shown_in_the_next() -> None:
+    """Staff chat is for the person they were talking to. When the last viewer leaves, the
+    lines go: a new call minutes later must not show the next visitor what was said before."""
+    inp = talking(ChatMessage(sender="Dr Lee", text="Your result is on its way, Mr Smith", wall_ts=WALL - 5))
+    assert compose(inp, DisplaySettings(), WALL, MONO).chat  # shown during the call
+    inp.apply("call.state", CallState(viewers=[], room_connected=True), MONO)
+    inp.apply(
+        "call.state",
+        CallState(viewers=[ViewerStats(viewer_id="v2")], room_connected=True, talking=True),
+        MONO + 30,
+    )
+    view = compose(inp, DisplaySettings(), WALL + 30, MONO + 30)
+    assert not view.chat and not inp.chat
+    # A call that goes on (its figures updated) keeps its lines.
+    inp.apply("call.chat", ChatMessage(sender="Ana", text="Hello", wall_ts=WALL + 31), MONO + 31)
+    inp.apply(
+        "call.state",
+        CallState(viewers=[ViewerStats(viewer_id="v2", rtt_ms=20.0)], room_connected=True, talking=True),
+        MONO + 32,
+    )
+    assert [m.text for m in inp.chat] == ["Hello"]
