@@ -34,6 +34,11 @@ class CameraFault(HardwareError):
     """A camera is there but fails: it refuses the configuration, errors, or stops sending."""
 
 
+class CameraStuck(CameraFault):
+    """stop() could not release the camera (a driver call that never returns): only a new
+    process gets it back, so the daemon exits to be restarted."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
     """One H.264 access unit, Annex B, with SPS and PPS in front when it is an IDR."""

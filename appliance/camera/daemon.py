@@ -15,7 +15,8 @@ be able to open the ring by name, and must find it again by name after this daem
 /run is a tmpfs (no disk writes), readable only by the appliance's group, and emptied at
 boot; /dev/shm would be world-listable and is cleaned by systemd's RemoveIPC behind a
 service's back. The ring outlives backend restarts (same generation), so readers see a gap,
-not a new ring, when the camera is retried.
+not a new ring, when the camera is retried. A ring that cannot be made (the tmpfs full, the
+run directory not there yet) is tried again every RING_RETRY_S while the camera streams.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from appliance.bus.client import BusClient
 from appliance.bus.framering import FrameRingWriter, ring_path
 from appliance.bus.topics import CameraStatus, Empty, FrameRingNotice, H264AccessUnit, Ok
 from appliance.camera import PREVIEW_FORMAT, PREVIEW_RING
-from appliance.camera.base import Backend, CameraAbsent, StreamSettings
+from appliance.camera.base import Backend, CameraAbsent, CameraStuck, StreamSettings
 from appliance.camera.outlet import Outlet
 from appliance.config import AppConfig
 from appliance.errors import HardwareError, StateError
@@ -44,6 +45,7 @@ BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a run this long resets the backoff
 START_TIMEOUT_S = 20.0  # picamera2 can take seconds to configure; longer than this is a hang
 STOP_TIMEOUT_S = 5.0
+RING_RETRY_S = 30.0  # how often to try again to create a preview ring that could not be made
 
 StateName = Literal["ok", "starting", "fault", "absent"]
 
@@ -80,12 +82,15 @@ class CameraService:
         *,
         ring: FrameRingWriter | None,
         backend_factory: Callable[[], Backend],
+        open_ring: Callable[[], FrameRingWriter | None] | None = None,
         on_status: Callable[[str, bool], None] = lambda text, degraded: None,
         stall_s: float | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
         self.ring = ring
+        self.open_ring = open_ring  # None: run without a ring rather than retry
+        self._ring_tried_at = time.monotonic()
         self.backend_factory = backend_factory
         self.on_status = on_status
         self.stall_s = stall_s  # None: from the frame rate (stall_timeout)
@@ -156,13 +161,12 @@ class CameraService:
             log.exception("cannot create the camera backend")
             return "fault", f"{type(exc).__name__}: {exc}"
         outlet = Outlet(loop, self.ring, request_keyframe=backend.request_keyframe)
+        start = asyncio.ensure_future(asyncio.to_thread(backend.start, outlet))
         try:
-            start = asyncio.ensure_future(asyncio.to_thread(backend.start, outlet))
             try:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await asyncio.shield(start)
             except TimeoutError:
-                start.add_done_callback(lambda f: f.cancelled() or f.exception())
                 return "fault", f"the camera did not start within {START_TIMEOUT_S:g} s"
             except CameraAbsent as exc:
                 log.warning("no camera: %s", exc)
@@ -172,6 +176,8 @@ class CameraService:
                 log.warning("camera failed to start: %s", exc, exc_info=not isinstance(exc, HardwareError))
                 return "fault", str(exc) or type(exc).__name__
             self.backend = backend
+            # The stall clock runs from here: a start that took seconds is not silence.
+            outlet.streaming_started()
             self.set_status("ok", fps=backend.fps, size=backend.size)
             self.first_attempt.set()
             reason = await self._publish(outlet, backend, self.stall_s or stall_timeout(backend.fps))
@@ -180,7 +186,32 @@ class CameraService:
         finally:
             self.backend = None
             outlet.close()
-            await self._stop_backend(backend)
+            if await self._settle_start(start):
+                await self._stop_backend(backend)
+
+    async def _settle_start(self, start: asyncio.Future[None]) -> bool:
+        """Wait for a start still running (timed out, or shutdown); False if it never returns.
+
+        stop() run beside a start that has not returned finds nothing to release yet, and the
+        start then opens the camera behind our back: it streams into a closed outlet and holds
+        the device, so every later start finds it busy. So stop only once start has returned.
+        """
+        if not start.done():
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await asyncio.shield(start)
+            except TimeoutError:
+                # Its exception, if it ever ends with one, is of no interest to anyone.
+                start.add_done_callback(lambda f: f.cancelled() or f.exception())
+                log.error(
+                    "the camera's start has not returned after %g s; restarting the daemon",
+                    START_TIMEOUT_S + STOP_TIMEOUT_S,
+                )
+                self.hung = True
+                return False
+            except Exception:
+                pass  # a failed start still gets its stop, which must cope with it
+        return True
 
     async def _stop_backend(self, backend: Backend) -> None:
         stop = asyncio.ensure_future(asyncio.to_thread(backend.stop))
@@ -192,8 +223,20 @@ class CameraService:
             # a new process clears; systemd (or the demo supervisor) restarts this daemon.
             log.error("the camera did not stop within %g s; restarting the daemon", STOP_TIMEOUT_S)
             self.hung = True
+        except CameraStuck as exc:
+            # The same, said by the backend: retrying in this process would find it busy.
+            log.error("the camera could not be released (%s); restarting the daemon", exc)
+            self.hung = True
         except Exception:
             log.exception("error while stopping the camera")
+
+    def _retry_ring(self) -> FrameRingWriter | None:
+        """The preview ring, if it was missing and can be made now (at most every RING_RETRY_S)."""
+        now = time.monotonic()
+        if self.ring is None and self.open_ring is not None and now - self._ring_tried_at >= RING_RETRY_S:
+            self._ring_tried_at = now
+            self.ring = self.open_ring()
+        return self.ring
 
     async def _publish(self, outlet: Outlet, backend: Backend, stall_s: float) -> str:
         cam_ring = self.ring
@@ -203,6 +246,8 @@ class CameraService:
         gap = False
         while True:
             await outlet.wait(min(1.0, stall_s))
+            if cam_ring is None and (cam_ring := self._retry_ring()) is not None:
+                outlet.attach_ring(cam_ring)
             batch = outlet.take()
             for au in batch.units:
                 if len(au.data) > max_unit:
@@ -257,16 +302,16 @@ def open_preview_ring(config: AppConfig) -> FrameRingWriter | None:
 
 async def main(rt: Runtime) -> None:
     bus = await rt.connect_bus()
-    ring = open_preview_ring(rt.config)
-    if ring is not None:
-        rt.stack.callback(ring.close)
     service = CameraService(
         bus,
         rt.config,
-        ring=ring,
+        ring=open_preview_ring(rt.config),
         backend_factory=lambda: make_backend(rt.config),
+        open_ring=lambda: open_preview_ring(rt.config),
         on_status=lambda text, degraded: rt.status(text, degraded=degraded),
     )
+    # Whichever ring the service ends up with (it may make one late) is closed at exit.
+    rt.stack.callback(lambda: service.ring.close() if service.ring is not None else None)
     bus.serve("camera.keyframe", service.keyframe)
 
     async def supervise() -> None:

@@ -117,6 +117,17 @@ class Outlet:
             self._preview = PreviewNotice(seq, capture_ts)
             self._wake_locked()
 
+    def attach_ring(self, ring: FrameRingWriter) -> None:
+        """A preview ring made after this run began (it could not be created before)."""
+        with self._lock:
+            if not self._closed and self._ring is None:
+                self._ring = ring
+
+    def streaming_started(self) -> None:
+        """The backend's start returned: silence counts from now, not from before the start."""
+        with self._lock:
+            self.last_unit_at = max(self.last_unit_at, time.monotonic())
+
     def fault(self, reason: str) -> None:
         with self._lock:
             if self._closed or self._fault is not None:

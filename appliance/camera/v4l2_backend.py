@@ -24,12 +24,21 @@ from typing import Any
 import av
 
 from appliance.camera import transform
-from appliance.camera.base import Backend, CameraAbsent, CameraFault, FrameSink, RawFrame, StreamSettings
+from appliance.camera.base import (
+    Backend,
+    CameraAbsent,
+    CameraFault,
+    CameraStuck,
+    FrameSink,
+    RawFrame,
+    StreamSettings,
+)
 from appliance.camera.encoder import EncodeWorker, SoftwareH264Encoder
 
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 5.0
+CAPTURE_JOIN_S = 3.0  # within the daemon's STOP_TIMEOUT_S, so a stuck read is reported, not timed out
 
 
 def check_device(path: str) -> None:
@@ -64,6 +73,7 @@ class V4L2Backend(Backend):
         self._container: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._release_lock = threading.Lock()
         self._fps = float(settings.fps)
         self.frames = 0
 
@@ -95,7 +105,7 @@ class V4L2Backend(Backend):
         try:
             stream = container.streams.video[0]
         except IndexError:
-            container.close()
+            self._release()
             raise CameraFault(f"{s.device} has no video stream") from None
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         if rate:
@@ -127,15 +137,26 @@ class V4L2Backend(Backend):
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._thread is not None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
             # A read returns within a frame interval, or with an error if the device went away.
-            self._thread.join(3.0)
-            self._thread = None
+            thread.join(CAPTURE_JOIN_S)
         if self.worker is not None:
             self.worker.stop()
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        if thread is not None and thread.is_alive():
+            # A webcam that stalled without going away: the capture thread sits in a read
+            # (av_read_frame, without the GIL) that may never return. Closing the container
+            # under it would free the demuxer it is using; the thread closes it if the read
+            # ever returns, and meanwhile the device stays busy for any new open in this process.
+            raise CameraStuck(f"{self.settings.device}: a read from the camera did not return")
+        self._release()
+
+    def _release(self) -> None:
+        """Close the device once, from whichever of stop() and the capture thread ends last."""
+        with self._release_lock:
+            container, self._container = self._container, None
+        if container is not None:
+            container.close()
 
     def request_keyframe(self) -> bool:
         if self.worker is None or self._thread is None:
@@ -177,3 +198,6 @@ class V4L2Backend(Backend):
             sink.fault(
                 f"{s.device}: {'the device went away (unplugged?)' if gone else f'capture failed: {exc}'}"
             )
+        finally:
+            if self._stopping.is_set():
+                self._release()  # stop() may have given up waiting for us and left it open

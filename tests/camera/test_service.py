@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient, Subscription
-from appliance.bus.topics import CameraStatus, Empty, H264AccessUnit, Ok
+from appliance.bus.framering import FrameRingReader, FrameRingWriter
+from appliance.bus.topics import CameraStatus, Empty, FrameRingNotice, H264AccessUnit, Ok
 from appliance.camera import daemon
-from appliance.camera.base import AccessUnit, Backend, CameraAbsent, FrameSink, StreamSettings
+from appliance.camera.base import AccessUnit, Backend, CameraAbsent, CameraStuck, FrameSink, StreamSettings
 from appliance.camera.daemon import CameraService
 from appliance.config import AppConfig, replace
 
@@ -173,3 +177,167 @@ async def test_a_camera_that_hangs_on_stop_ends_the_service(
         assert service.hung and service.state == "fault"
     finally:
         backend.unblock.set()
+
+
+class SlowStart(Backend):
+    """A backend whose start takes `delay` s (a picamera2 configure, a webcam's fallback open),
+    then streams one access unit every `period` s, beginning `first_after` s after start returns."""
+
+    name = "slow"
+
+    def __init__(
+        self, s: StreamSettings, delay: float, first_after: float = 0.0, period: float = 0.1
+    ) -> None:
+        super().__init__(s)
+        self.delay, self.first_after, self.period = delay, first_after, period
+        self.events: list[str] = []
+        self.running = threading.Event()
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self, sink: FrameSink) -> None:
+        time.sleep(self.delay)
+        with self._lock:
+            self.events.append("started")
+            self.running.set()
+            self.started.set()
+
+        def run() -> None:
+            time.sleep(self.first_after)
+            i = 0
+            while self.running.is_set():
+                sink.access_unit(AccessUnit(b"\x00\x00\x01\x65", i, i == 0, float(i), 320, 240))
+                i += 1
+                time.sleep(self.period)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.events.append("stop")
+            self.running.clear()
+
+    def request_keyframe(self) -> bool:
+        return self.running.is_set()
+
+
+async def test_a_start_that_times_out_is_stopped_once_it_returns(
+    bus: BusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stopping a camera while its start is still running in another thread does nothing (there
+    # is nothing open yet), and the start then opens it behind the daemon's back: it streams
+    # into nowhere and holds the device, so every later start finds it busy.
+    monkeypatch.setattr(daemon, "START_TIMEOUT_S", 0.2)
+    status = bus.subscribe("camera.status")
+    backends: list[SlowStart] = []
+
+    def factory() -> Backend:
+        backends.append(SlowStart(settings(), delay=0.8))
+        return backends[-1]
+
+    service = CameraService(bus, config(), ring=None, backend_factory=factory, stall_s=30)
+    task = asyncio.create_task(service.run())
+    try:
+        got = await statuses(status, 2)
+        assert got[1].state == "fault" and "did not start within" in got[1].reason
+        first = backends[0]
+        assert await asyncio.to_thread(first.started.wait, 10)
+        for _ in range(60):  # up to 3 s for the stop that should follow
+            if not first.running.is_set():
+                break
+            await asyncio.sleep(0.05)
+        # Stopped after its start returned, not before: the camera is not left streaming.
+        assert not first.running.is_set() and first.events[-1] == "stop", first.events
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_slow_start_is_not_mistaken_for_a_stall(bus: BusClient) -> None:
+    # The stall clock starts when the camera is streaming, not when we began opening it: a
+    # camera that took most of the stall timeout to start still gets its first frames' time.
+    status = bus.subscribe("camera.status")
+    backend = SlowStart(settings(), delay=1.5, first_after=1.2)
+    service = CameraService(bus, config(), ring=None, backend_factory=lambda: backend, stall_s=2.0)
+    video = bus.subscribe("camera.h264")
+    task = asyncio.create_task(service.run())
+    try:
+        assert [s.state for s in await statuses(status, 2)] == ["starting", "ok"]
+        try:
+            await video.get(5)  # the first unit, 1.2 s after the start returned
+        except TimeoutError:
+            pytest.fail(f"no access unit; the camera is {service.status_line}")
+        assert service.state == "ok", service.status_line
+        assert backend.events == ["started"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_camera_stuck_on_stop_ends_the_service(bus: BusClient) -> None:
+    # A backend that says it could not release the camera: a retry in this process would find
+    # the device busy forever, so the daemon exits to be restarted (as for a stop that hangs).
+    backend = Scripted(settings(), 2, "fault")
+
+    def stuck() -> None:
+        raise CameraStuck("a read from the camera did not return")
+
+    backend.stop = stuck  # type: ignore[method-assign]
+    service = CameraService(bus, config(), ring=None, backend_factory=lambda: backend, stall_s=0.3)
+    task = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.shield(task)
+        assert service.hung and service.state == "fault"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Previewing(SlowStart):
+    """Streams access units and, beside each, a preview frame."""
+
+    def start(self, sink: FrameSink) -> None:
+        super().start(sink)
+
+        def previews() -> None:
+            while self.running.is_set():
+                sink.preview(np.full((6, 8, 3), 7, np.uint8), time.monotonic())
+                time.sleep(self.period)
+
+        threading.Thread(target=previews, daemon=True).start()
+
+
+async def test_a_ring_that_could_not_be_created_is_tried_again(
+    bus: BusClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /run full (or not there yet) when the daemon started: the screen goes without a preview
+    # until the ring can be made, not until the daemon happens to restart weeks later.
+    monkeypatch.setattr(daemon, "RING_RETRY_S", 0.2)
+    path = tmp_path / "camera-preview"
+    attempts: list[bool] = []
+
+    def open_ring() -> FrameRingWriter | None:
+        ok = len(attempts) >= 2  # the first two attempts find the tmpfs full
+        attempts.append(ok)
+        return FrameRingWriter.create(path, 8, 6, "RGB888") if ok else None
+
+    previews = bus.subscribe("camera.preview")
+    backend = Previewing(settings(), delay=0.0)
+    service = CameraService(
+        bus, config(), ring=open_ring(), open_ring=open_ring, backend_factory=lambda: backend, stall_s=30
+    )
+    task = asyncio.create_task(service.run())
+    try:
+        notice = (await previews.get(10)).msg
+        assert isinstance(notice, FrameRingNotice) and (notice.width, notice.height) == (8, 6)
+        assert service.ring is not None and service.ring.layout.generation == notice.generation
+        assert backend.events == ["started"]  # found without restarting the camera
+        with FrameRingReader.open(path) as reader:
+            frame = reader.latest()
+            assert frame is not None and (frame.pixels == 7).all()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if service.ring is not None:
+            service.ring.close()

@@ -8,6 +8,7 @@ Everything after the device (scaling, turning, preview, encoding, keyframes) is 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from appliance.camera import h264
-from appliance.camera.base import CameraAbsent, CameraFault
+from appliance.camera.base import CameraAbsent, CameraFault, CameraStuck
 from appliance.camera.transform import Orientation
 from appliance.camera.v4l2_backend import V4L2Backend, check_device
 
@@ -123,3 +124,54 @@ def test_webcam_pipeline_gives_the_same_outputs(tmp_path: Path, sink: Collecting
     assert picture[10, 230, 1] > 200 and picture[10, 10, 2] > 200 and picture[300, 10, 2] < 60
     preview, _ = sink.previews[0]
     assert preview.shape == (160, 120, 3) and preview[5, 115, 1] > 200 and preview[5, 5, 2] > 200
+
+
+class StuckDevice:
+    """A webcam whose read never returns (a stalled USB camera), until `release` is set."""
+
+    def __init__(self, clip: Path) -> None:
+        self.clip = PacedClip(clip, fps=30)
+        self.streams = self.clip.streams
+        self.release = threading.Event()
+        self.reading = threading.Event()
+        self.closed_during_read = False
+        self.closes = 0
+
+    def decode(self, video: int = 0) -> Iterator[Any]:
+        for n, frame in enumerate(self.clip.decode(video)):
+            if n == 2:
+                self.reading.set()
+                self.release.wait(10)  # inside av_read_frame, without the GIL
+                self.reading.clear()
+            yield frame
+
+    def close(self) -> None:
+        # Freeing the demuxer under a thread blocked in it is a use-after-free in FFmpeg.
+        self.closed_during_read |= self.reading.is_set()
+        self.closes += 1
+        self.clip.close()
+
+
+def test_a_stuck_read_is_not_closed_under_the_capture_thread(tmp_path: Path, sink: CollectingSink) -> None:
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, 24, 320, 240)
+    device = StuckDevice(clip)
+
+    class StuckBackend(V4L2Backend):
+        def _open(self) -> Any:
+            return device
+
+    backend = StuckBackend(settings(320, 240, fps=15, device="/dev/null"))
+    backend.start(sink)
+    assert device.reading.wait(5)
+    # Only a new process gets the device back from a read that never returns: say so.
+    with pytest.raises(CameraStuck):
+        backend.stop()
+    assert not device.closed_during_read and device.closes == 0
+    device.release.set()  # the read returns at last (the webcam was unplugged, say)
+    deadline = time.monotonic() + 5
+    while device.closes == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert device.closes == 1 and not device.closed_during_read  # released by the capture thread
+    backend.stop()  # and a second stop has nothing left to do
+    assert device.closes == 1
