@@ -127,14 +127,17 @@ class Connection(asyncio.Protocol):
         broker.stats.frames_in += len(frames)
         for frame in frames:
             if self.closed:
-                return
+                # Cut off by a frame of this read (its own publish fanned out to it, or a reply
+                # it had no room for): stop here, but still write what the read produced for
+                # others below, or it waits for some other client's traffic to go out.
+                break
             try:
                 broker.handle(self, frame)
             except FrameError as exc:
                 broker.stats.bad_frames += 1
                 log.warning("closing %r: %s", self, exc)
                 self.close("bad-frame", str(exc))
-                return
+                break
         if self.decoder.error is not None and not self.closed:
             broker.stats.bad_frames += 1
             log.warning("closing %r: %s", self, self.decoder.error)

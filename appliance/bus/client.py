@@ -83,9 +83,10 @@ class Received(msgspec.Struct, gc=False):
 class Subscription:
     """An async iterator over messages matching one pattern.
 
-    Bounded: past `maxsize`, telemetry and state drop their oldest message (counted in
-    `dropped`); events make the client stop reading from the socket until the consumer catches
-    up, which hands the policy to the broker (it cuts off a consumer that stays behind).
+    Bounded: past `maxsize`, telemetry and state drop the oldest telemetry or state message
+    (counted in `dropped`), never an event; events, or a queue holding nothing else, make the
+    client stop reading from the socket until the consumer catches up, which hands the policy
+    to the broker (it cuts off a consumer that stays behind).
     """
 
     def __init__(self, client: BusClient, pattern: str, maxsize: int) -> None:
@@ -98,16 +99,29 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
 
     def _put(self, item: Received, delivery: Delivery) -> None:
-        if len(self.queue) >= self.maxsize:
-            if delivery is EVENT:
-                self.client._hold_reading(self)
-            else:
-                self.queue.popleft()
-                self.dropped += 1
+        if len(self.queue) >= self.maxsize and (delivery is EVENT or not self._drop_oldest_latest_wins()):
+            # Full of what may not be dropped: stop reading, so the broker's policy applies.
+            self.client._hold_reading(self)
         self.queue.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _drop_oldest_latest_wins(self) -> bool:
+        """Make room by dropping the oldest telemetry or state message; False if there is none.
+
+        A pattern may match events too ('thermal.*' is thermal.frame and thermal.interrupt): the
+        head of a full queue can be an event, which must never go. A queue of nothing but events
+        then takes the message and holds reading, as an event would.
+        """
+        queue = self.queue
+        for i, rx in enumerate(queue):
+            spec = topic_spec(rx.topic)
+            if spec is None or spec.delivery is not EVENT:
+                del queue[i]
+                self.dropped += 1
+                return True
+        return False
 
     def __aiter__(self) -> AsyncIterator[Received]:
         return self
@@ -205,6 +219,8 @@ class BusClient:
         self.backoff_max = backoff_max
         self._proto: _Protocol | None = None
         self._connected = asyncio.Event()
+        # Set by close(): wakes the tasks waiting for a connection that will now never come.
+        self._closed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._subs: list[Subscription] = []
@@ -261,12 +277,26 @@ class BusClient:
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
             async with asyncio.timeout(timeout):
-                await self._connected.wait()
+                await self._until_connected()
         except TimeoutError:
             raise NotConnected(f"no bus at {self.path} after {timeout} s") from None
 
+    async def _until_connected(self) -> None:
+        """Wait for a connection; NotConnected once the client is closed, even mid-wait."""
+        if not self._connected.is_set() and not self._closing:
+            connected = asyncio.ensure_future(self._connected.wait())
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait((connected, closed), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                connected.cancel()
+                closed.cancel()
+        if self._closing:
+            raise NotConnected("bus client closed")
+
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._flush()  # what was published before close() still leaves
         for sub in list(self._subs):
             sub.close()
@@ -275,6 +305,8 @@ class BusClient:
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
+        # Cancelled while connected, the runner did not get to say the connection is gone.
+        self._connected.clear()
         for task in list(self._handler_tasks):
             task.cancel()
         await asyncio.gather(*self._handler_tasks, return_exceptions=True)
@@ -511,7 +543,7 @@ class BusClient:
         self._pending[rid] = fut
         try:
             async with asyncio.timeout(timeout):
-                await self._connected.wait()
+                await self._until_connected()
                 self._send(frame)
                 self._flush()  # a request waits on its reply: no corking (earlier frames go first)
                 self._sent[rid] = frame

@@ -13,7 +13,7 @@ import pytest
 from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient
 from appliance.bus.topics import EchoParams, Scratch
-from appliance.errors import FrameError
+from appliance.errors import FrameError, NotConnected
 
 from .helpers import wait_until
 
@@ -212,3 +212,36 @@ async def test_a_subscription_has_one_reader_at_a_time(broker: Broker, make_clie
         await sub.get(0.05)
     await bus.publish("test.event.y", Scratch(n=2))
     assert (await sub.get(10)).msg.n == 2
+
+
+async def test_close_releases_tasks_waiting_for_the_connection(sock_path: Path) -> None:
+    """close() while the bus is not there: a task waiting in connect(), wait_connected() or a
+    request's wait for the connection gets NotConnected at once, not after its own timeout (a
+    connect without one would wait for ever), and the closed client says it is not connected."""
+    bus = BusClient(sock_path, "alone")  # nothing listens at sock_path
+    connecting = asyncio.create_task(bus.connect(timeout=None))
+    waiting = asyncio.create_task(bus.wait_connected())
+    asking = asyncio.create_task(bus.request("bus.echo", EchoParams(), timeout=60))
+    await asyncio.sleep(0.05)  # all three are waiting for the connection
+    assert not (connecting.done() or waiting.done() or asking.done())
+
+    await bus.close()
+    async with asyncio.timeout(5):
+        for task in (connecting, waiting, asking):
+            with pytest.raises(NotConnected):
+                await task
+    assert not bus.connected
+    with pytest.raises(NotConnected):
+        await bus.request("bus.echo", EchoParams(), timeout=60)
+
+
+async def test_a_closed_client_is_not_connected(broker: Broker, sock_path: Path) -> None:
+    """A request on a client closed while connected fails at once instead of going out on a
+    connection being torn down and waiting for its timeout."""
+    bus = BusClient(sock_path, "short-lived")
+    await bus.connect()
+    await bus.close()
+    assert not bus.connected
+    async with asyncio.timeout(5):
+        with pytest.raises(NotConnected):
+            await bus.request("bus.echo", EchoParams(), timeout=60)

@@ -15,6 +15,7 @@ import msgspec
 
 from appliance.bus.broker import Broker, Connection
 from appliance.bus.client import BusClient
+from appliance.bus.framing import encode_frame, encode_payload
 from appliance.bus.topics import EchoParams, Scratch
 
 from .helpers import RawClient, wait_until
@@ -187,3 +188,68 @@ async def test_bus_client_subscription_policies(
     assert bus.last_error is not None and bus.last_error.code == "too-slow"
     assert got == list(range(len(got)))  # no gap before the cut: it resumes by seq from there
     assert len(got) < N
+
+
+async def test_a_full_subscription_never_drops_an_event_for_telemetry(
+    broker: Broker, make_client: MakeClient
+) -> None:
+    """A pattern can match events and telemetry alike ('thermal.*' is thermal.frame and
+    thermal.interrupt). When its queue is full, a telemetry message makes room by dropping the
+    oldest telemetry, never an event: events are never dropped, whatever else shares the queue."""
+    bus = await make_client("lagging")
+    mixed = bus.subscribe("test.*", maxsize=2)
+    await bus.request("bus.echo", EchoParams())  # the broker has handled the sub frame
+    pub = await make_client("pub")
+
+    async def received(count: int, last: int) -> list[tuple[str, int]]:
+        await wait_until(lambda: bool(mixed.queue) and mixed.queue[-1].msg.n == last, f"message {last}")
+        return [(rx.topic, rx.msg.n) for rx in [await mixed.get(5) for _ in range(count)]]
+
+    await pub.publish("test.event.a", Scratch(n=1))
+    await pub.publish("test.x", Scratch(n=10))
+    await pub.publish("test.x", Scratch(n=11))  # full: room is made by dropping telemetry 10
+    await pub.publish("test.event.a", Scratch(n=2))
+    assert await received(3, last=2) == [("test.event.a", 1), ("test.x", 11), ("test.event.a", 2)]
+    assert mixed.dropped == 1
+
+    await pub.publish("test.event.a", Scratch(n=3))
+    await pub.publish("test.event.a", Scratch(n=4))
+    await pub.publish("test.x", Scratch(n=12))  # full of events: nothing in it may go
+    assert await received(3, last=12) == [("test.event.a", 3), ("test.event.a", 4), ("test.x", 12)]
+    assert mixed.dropped == 1
+    # Reading, held while the queue was over its bound, goes on once the consumer caught up.
+    await pub.publish("test.event.a", Scratch(n=5))
+    assert (await mixed.get(10)).msg.n == 5
+
+
+async def test_a_client_cut_off_by_its_own_publish_does_not_strand_the_fan_out(
+    make_broker: Callable[..., Awaitable[Broker]], sock_path: Path, make_client: MakeClient
+) -> None:
+    """A slow consumer publishes to a topic it subscribes to: the fan-out reaches it first and
+    cuts it off. The subscribers after it must still get the message now, not whenever some
+    other client's traffic next makes the broker write."""
+    broker = await make_broker(event_queue=16)
+    slow = await slow_subscriber(broker, sock_path, "test.event.x")
+    fast_bus = await make_client("fast")
+    fast = fast_bus.subscribe("test.event.x", maxsize=N)
+    await fast_bus.request("bus.echo", EchoParams())
+    pub = await make_client("pub")
+
+    conn = connection(broker, "slow")
+    n = 0
+    while not (conn.paused and conn.pending.events == broker.event_queue):
+        await pub.publish("test.event.x", Scratch(n=n, data=BLOB))
+        await pub.request("bus.echo", EchoParams())  # the broker has routed it
+        n += 1
+        assert n < N, "the slow consumer never filled its event queue"
+    assert [(await fast.get(10)).msg.n for _ in range(n)] == list(range(n))
+
+    # Two frames in one read: the broker handles the second after the first cut the slow one off.
+    await slow.send_bytes(
+        encode_frame("pub", "test.event.x", encode_payload(Scratch(n=-1)))
+        + encode_frame("pub", "test.event.x", encode_payload(Scratch(n=-2)))
+    )
+    await wait_until(lambda: broker.stats.cut_off == 1, "the slow one to be cut off")
+    # Nobody sends anything now: only the broker's handling of that read can deliver it.
+    assert (await fast.get(5)).msg.n == -1
+    slow.close()
