@@ -329,7 +329,7 @@ class BusClient:
                 await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            if failures == 1 or (failures == 0 and self.reconnects):
+            if failures or self.reconnects:  # after a complaint, say it is over (a quiet first start)
                 log.info("bus: connected to %s", self.path)
             connected_at = loop.time()
             self._proto = proto

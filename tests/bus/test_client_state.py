@@ -245,3 +245,25 @@ async def test_a_closed_client_is_not_connected(broker: Broker, sock_path: Path)
     async with asyncio.timeout(5):
         with pytest.raises(NotConnected):
             await bus.request("bus.echo", EchoParams(), timeout=60)
+
+
+async def test_connecting_after_several_failures_is_logged(
+    sock_path: Path, make_broker: Callable[..., Awaitable[Broker]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon started before the broker logs that it cannot connect; once it can, the journal
+    must say so too, however many attempts it took (it said nothing after the second)."""
+    caplog.set_level("INFO", logger="appliance.bus.client")
+    bus = BusClient(sock_path, "early", backoff_initial=0.01, backoff_max=0.02)
+    try:
+        connecting = asyncio.create_task(bus.connect(timeout=10))
+        await wait_until(lambda: bus_failures(caplog) >= 1, "a failed connect")
+        await asyncio.sleep(0.2)  # several more attempts, at most 0.03 s apart
+        await make_broker()
+        await connecting
+        assert any("bus: connected" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        await bus.close()
+
+
+def bus_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("cannot connect" in r.getMessage() for r in caplog.records)
