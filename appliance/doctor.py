@@ -36,6 +36,7 @@ from appliance.bus.client import BusClient
 from appliance.bus.topics import EchoParams
 from appliance.config import AppConfig, config_path, load_config
 from appliance.errors import ApplianceError, BusError
+from appliance.pairing.credentials import host_name_problem
 from appliance.thermal import registers as reg
 
 DEV = Path("/dev")
@@ -591,6 +592,8 @@ async def check_room_service(room_url: str | None, timeout: float = 3.0) -> Chec
     host = parts.hostname
     if parts.scheme not in ROOM_DEFAULT_PORTS or not host or port is None:
         return _fail(name, f"publisher.room_url = {room_url!r} is not an http(s) or ws(s) URL with a host")
+    if problem := host_name_problem(host):
+        return _fail(name, f"publisher.room_url = {room_url!r}: {problem}")
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):

@@ -20,8 +20,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -39,6 +41,11 @@ HealthState = Literal["starting", "ready", "degraded", "stopping"]
 # health.<daemon> again every so often, unchanged or not: the setup page sees the daemon is
 # alive, and a soak follows its asyncio task count without a request per daemon.
 HEALTH_HEARTBEAT_S = 10.0
+# After the loop ends, asyncio.run waits for the default executor's threads and the interpreter
+# joins every executor thread at exit. One stuck in a driver call (I2C, the camera) would keep a
+# stopped daemon alive until systemd's SIGKILL (TimeoutStopSec=5), and forever without systemd:
+# the threads get this long, then the process exits without them.
+EXIT_GRACE_S = 2.0
 
 Main = Callable[["Runtime"], Awaitable[None]]
 T = TypeVar("T")
@@ -87,6 +94,15 @@ def notify(state: str) -> bool:
     except OSError as exc:
         log.debug("sd_notify(%s) failed: %s", state.split("=", 1)[0], exc)
         return False
+
+
+def _one_line(text: str) -> str:
+    """text fit for STATUS=: sd_notify reads one VAR=value a line, so a line break in an error
+    message would cut the status short, and the next line could pass for READY=1 or WATCHDOG=1."""
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
 def watchdog_interval() -> float | None:
@@ -152,7 +168,7 @@ class Runtime:
 
     def ready(self, status: str = "") -> None:
         self.is_ready = True
-        notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        notify("READY=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
         self._status = status
         log.info("ready%s", f": {status}" if status else "")
         # Ready is not healthy: a daemon degraded during its start (a camera absent) stays
@@ -164,7 +180,7 @@ class Runtime:
             return
         self._status = text
         self._degraded = degraded
-        notify(f"STATUS={text}")
+        notify(f"STATUS={_one_line(text)}")
         self._publish_health("degraded" if degraded else ("ready" if self.is_ready else "starting"))
 
     def stop(self, code: int = 0) -> None:
@@ -255,7 +271,7 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
                     starting.result()
             except ApplianceError as exc:
                 log.error("%s cannot start: %s", name, exc)
-                notify(f"STATUS=failed: {exc}")
+                notify(f"STATUS=failed: {_one_line(str(exc))}")
                 await rt._cancel_tasks()  # before the parts they use are closed
                 return 1
             except BaseException:
@@ -273,6 +289,33 @@ async def _amain(name: str, main: Main, config: AppConfig) -> int:
     return rt.exit_code
 
 
+def _exit_after(seconds: float, code: int) -> None:
+    """os._exit(code) in `seconds` from a daemon thread, unless the process has ended by then."""
+
+    def expire() -> None:
+        time.sleep(seconds)
+        me = threading.current_thread()
+        stuck = [t.name for t in threading.enumerate() if t is not me and t is not threading.main_thread()]
+        log.error("threads still running %g s after the stop (%s); exiting without them", seconds, stuck)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=expire, name="exit-deadline", daemon=True).start()
+
+
 def run_daemon(name: str, main: Main, config: AppConfig) -> int:
     setup_logging(name)
-    return asyncio.run(_amain(name, main, config))
+
+    async def run() -> int:
+        code = 1  # also for an exception out of _amain: the interpreter's own exit code for it
+        try:
+            code = await _amain(name, main, config)
+        finally:
+            # Armed only here, not in _amain: tests run _amain in the test process.
+            _exit_after(EXIT_GRACE_S, code)
+        return code
+
+    return asyncio.run(run())

@@ -448,9 +448,15 @@ async def test_room_service() -> None:
     assert refused.status is Status.FAIL and "cannot connect" in refused.detail
 
 
-async def test_room_service_bad_url_and_unknown_host() -> None:
+async def test_room_service_bad_url_and_unknown_host(monkeypatch: pytest.MonkeyPatch) -> None:
     bad = await doctor.check_room_service("rooms.example.org")
     assert bad.status is Status.FAIL and "publisher.room_url" in bad.detail
+
+    def no_such_host(host: object, *args: object, **kwargs: object) -> object:
+        # The resolver's answer for a name that does not exist, without asking a real resolver.
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     unknown = await doctor.check_room_service("https://no-such-host.invalid", timeout=3.0)
     assert unknown.status is Status.FAIL and "cannot resolve no-such-host.invalid" in unknown.detail
 
@@ -488,3 +494,11 @@ def test_h264_encoder(tmp_path: Path) -> None:
     (sys_v4l / "video11" / "name").write_text("bcm2835-codec-encode\n")
     found = doctor.check_h264_encoder("picamera2", sys_v4l)
     assert found.status is Status.OK and "/dev/video11" in found.detail
+
+
+@pytest.mark.parametrize("url", ["https://rooms..example.org", "https://" + "a" * 64 + ".example.org"])
+async def test_room_service_host_with_an_empty_or_long_label(url: str) -> None:
+    """A typo such as a doubled dot: Python's IDNA codec refuses the name before any DNS query,
+    with a UnicodeError that is not an OSError. The doctor reports it instead of a traceback."""
+    bad = await doctor.check_room_service(url)
+    assert bad.status is Status.FAIL and "publisher.room_url" in bad.detail

@@ -213,6 +213,24 @@ async def test_health_heartbeat_carries_the_task_count(
         await broker.close()
 
 
+async def test_a_status_of_several_lines_is_one_status(notify_socket: socket.socket) -> None:
+    """sd_notify takes one VAR=value a line: a status holding an error message of several lines
+    would show only its first, and a line of it could be read as another variable (READY=1,
+    WATCHDOG=1: a wedged daemon fed by its own error text)."""
+
+    async def main(rt: Runtime) -> None:
+        rt.ready("camera fault: ioctl failed\nWATCHDOG=1")
+        rt.status("line one\r\nline two")
+        raise SensorFault("no AMG8833\nREADY=1")
+
+    assert await _amain("unit", main, AppConfig()) == 1
+    assert received(notify_socket) == [
+        "READY=1\nSTATUS=camera fault: ioctl failed WATCHDOG=1",
+        "STATUS=line one line two",
+        "STATUS=failed: no AMG8833 READY=1",
+    ]
+
+
 async def test_sigterm_during_start_stops_the_daemon(notify_socket: socket.socket) -> None:
     """SIGTERM while main() still waits for something (the bus, a device) stops the daemon
     at once: it does not wait for a start that may never finish."""
@@ -292,3 +310,36 @@ async def test_ready_keeps_a_degraded_state(tmp_path_factory: pytest.TempPathFac
     finally:
         await rt.stack.aclose()
         await broker.close()
+
+
+STUCK_THREAD_DAEMON = """
+import asyncio, os, signal, sys, threading
+from appliance.config import AppConfig
+from appliance.runtime import run_daemon
+
+async def main(rt):
+    # A driver call that never returns (an I2C transfer, a camera start), on a worker thread.
+    asyncio.get_running_loop().run_in_executor(None, threading.Event().wait)
+    rt.ready("up")
+    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+
+sys.exit(run_daemon("unit", main, AppConfig()))
+"""
+
+
+def test_a_stuck_worker_thread_does_not_hold_the_daemon_after_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncio.run and the interpreter wait for executor threads at exit: one stuck in a driver
+    call would keep a stopped daemon alive until systemd's SIGKILL (forever without systemd)."""
+    import subprocess
+    import sys
+
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "INVOCATION_ID", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    # Generous: the daemon gives its threads a couple of seconds; the stuck one never ends.
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK_THREAD_DAEMON], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still running" in done.stderr

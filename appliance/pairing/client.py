@@ -77,7 +77,8 @@ class RoomClient:
             ) as resp:
                 payload = await resp.read()
                 return resp.status, payload, _retry_after(resp.headers, math.nan)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # UnicodeError: a host name the IDNA codec refuses (a doubled dot), found at connect.
+        except (aiohttp.ClientError, TimeoutError, OSError, UnicodeError) as exc:
             raise RoomServiceError(f"{self.room_url} unreachable: {exc or type(exc).__name__}") from None
 
     async def authorize(self, device_id: str, model: str, firmware: str) -> t.AuthorizeResponse | RateLimited:

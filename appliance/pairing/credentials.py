@@ -13,12 +13,13 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 import urllib.parse
 from pathlib import Path
 
 import msgspec
 
-from appliance.atomic import atomic_write
+from appliance.atomic import atomic_open, atomic_write
 from appliance.config import AppConfig
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,24 @@ class DeviceCredentials(msgspec.Struct, frozen=True, kw_only=True):
 _decoder = msgspec.json.Decoder(DeviceCredentials)
 
 
+def host_name_problem(host: str) -> str | None:
+    """Why `host` can never be looked up, or None. Python's IDNA codec refuses an empty label
+    (a doubled dot) or one over 63 characters with a UnicodeError, which is no OSError: callers
+    that catch network errors would let it through as a crash."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return f"{host!r} is not a host name (an empty label, or one over 63 characters)"
+    return None
+
+
 def normalize_room_url(url: str) -> str:
     """'HTTPS://Rooms.example.org/' -> 'https://rooms.example.org'; ValueError if not http(s)."""
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
+    if problem := host_name_problem(parts.hostname):
+        raise ValueError(f"not a usable room URL: {url!r}: {problem}")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"a room URL has no query, fragment or user: {url!r}")
     netloc = parts.hostname.lower() if ":" not in parts.hostname else f"[{parts.hostname.lower()}]"
@@ -59,22 +73,65 @@ def credentials_path(state_dir: Path) -> Path:
 def load_credentials(state_dir: Path) -> DeviceCredentials | None:
     path = credentials_path(state_dir)
     try:
-        data = path.read_bytes()
+        data = _read_private(path)
     except FileNotFoundError:
+        _reported.pop(path, None)
         return None
     except OSError as exc:
-        log.warning("cannot read %s: %s", path, exc.strerror)
+        _report(path, f"cannot read {path}: {exc.strerror}")
         return None
     try:
-        return _decoder.decode(data)
+        creds = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         # Unusable credentials are no credentials: the kiosk pairs again rather than stopping.
-        log.warning("%s is not valid (%s); treating the kiosk as unpaired", path, exc)
+        _report(path, f"{path} is not valid ({exc}); treating the kiosk as unpaired")
         return None
+    _reported.pop(path, None)
+    return creds
+
+
+# The last problem said about each credentials file. The pairing loop reads the file every few
+# seconds while unpaired: a damaged or unreadable file is said once, not into the journal each
+# time for weeks. One entry per state directory, so this stays as small as it starts.
+_reported: dict[Path, str] = {}
+
+
+def _report(path: Path, problem: str) -> None:
+    if _reported.get(path) != problem:
+        _reported[path] = problem
+        log.warning("%s", problem)
+
+
+def _read_private(path: Path) -> bytes:
+    """The file's bytes; a file others can read (a restored backup, a hand copy) is made 0600
+    first: the token in it is as good as a password to the room."""
+    with open(path, "rb") as fh:
+        mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+        if mode & 0o077:
+            try:
+                os.fchmod(fh.fileno(), 0o600)
+            except OSError as exc:
+                _report(path, f"{path} is mode {mode:04o}, open to other users; cannot fix: {exc.strerror}")
+            else:
+                log.warning("%s was mode %04o, open to other users; made it 0600", path, mode)
+        return fh.read()
 
 
 def save_credentials(state_dir: Path, creds: DeviceCredentials) -> None:
-    atomic_write(credentials_path(state_dir), msgspec.json.encode(creds), mode=0o600)
+    path = credentials_path(state_dir)
+    with atomic_open(path, 0o600, text=False) as fh:
+        _give_to_directory_owner(fh.fileno(), path.parent)
+        fh.write(msgspec.json.encode(creds))
+
+
+def _give_to_directory_owner(fd: int, directory: Path) -> None:
+    """Root saving (`sudo appliance pair`) into the daemons' state directory: the file goes to
+    the directory's owner, else the publisher (User=appliance) could not read its own 0600 token."""
+    if os.geteuid() != 0:
+        return
+    info = os.stat(directory)
+    if (info.st_uid, info.st_gid) != (0, 0):
+        os.fchown(fd, info.st_uid, info.st_gid)
 
 
 def forget_credentials(state_dir: Path) -> bool:

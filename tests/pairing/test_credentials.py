@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -69,8 +70,63 @@ def test_room_urls_are_normalized(url: str, normal: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x", "rooms.example.org", "https://", "https://u:p@x", "https://x/?a=1"]
+    "url",
+    [
+        "ftp://x",
+        "rooms.example.org",
+        "https://",
+        "https://u:p@x",
+        "https://x/?a=1",
+        "https://rooms..example.org",  # a doubled dot: no DNS name (the IDNA codec refuses it)
+        "https://" + "a" * 64 + ".example.org",  # a label over 63 characters
+    ],
 )
 def test_bad_room_urls(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="URL"):
         normalize_room_url(url)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can save for another user")
+def test_saved_as_root_the_file_belongs_to_the_state_dirs_owner(tmp_path: Path) -> None:
+    """`sudo appliance pair` on a kiosk: the publisher runs as the appliance user and reads the
+    token from its StateDirectory. A root-owned 0600 file there would be unreadable to it, and
+    the kiosk would stay unpaired after a pairing that said it succeeded."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 12345, 23456)
+    save_credentials(state, CREDS)
+    info = credentials_path(state).stat()
+    assert (info.st_uid, info.st_gid) == (12345, 23456)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+
+
+def test_a_token_file_readable_by_others_is_made_0600(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restored backup or a hand copy can leave the token world-readable: the kiosk keeps its
+    pairing but closes the file to other users, and says so."""
+    save_credentials(tmp_path, CREDS)
+    path = credentials_path(tmp_path)
+    path.chmod(0o644)
+    assert load_credentials(tmp_path) == CREDS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "0644" in caplog.text and CREDS.token not in caplog.text
+
+
+def test_a_damaged_file_is_reported_once_not_at_every_look(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pairing loop looks at the file every few seconds while unpaired: a damaged file must
+    not put a warning in the journal each time, for weeks."""
+    path = credentials_path(tmp_path)
+    path.write_text('{"room_url": "x", "token": "rdt_sec')
+    for _ in range(5):
+        assert load_credentials(tmp_path) is None
+    assert len([r for r in caplog.records if "not valid" in r.getMessage()]) == 1
+    assert "rdt_sec" not in caplog.text
+    # Fixed, then damaged again: that is news, said again.
+    save_credentials(tmp_path, CREDS)
+    assert load_credentials(tmp_path) == CREDS
+    path.write_text("{")
+    assert load_credentials(tmp_path) is None
+    assert len([r for r in caplog.records if "not valid" in r.getMessage()]) == 2

@@ -20,7 +20,7 @@ from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient, Subscription
 from appliance.bus.topics import Empty, Ok, PairingStart, PairingStatus
 from appliance.config import AppConfig, BusConfig, PathsConfig, PublisherConfig
-from appliance.pairing.client import RateLimited, RoomClient
+from appliance.pairing.client import RateLimited, RoomClient, RoomServiceError
 from appliance.pairing.credentials import (
     DeviceCredentials,
     credentials_path,
@@ -415,3 +415,34 @@ async def test_a_token_stored_by_appliance_pair_is_taken_up_while_showing_a_code
     last = (await rig.status(lambda s: s.state != "code", timeout=10))[-1]
     assert last.state == "paired" and last.room_name == "Lobby"
     assert pairing.credentials == creds
+
+
+async def test_a_host_name_that_cannot_be_looked_up_is_a_room_service_error() -> None:
+    """A hand-edited credentials file (or an older one) with a doubled dot in its room URL:
+    the token check must fail as the room service being unreachable, not end the task with a
+    UnicodeError from the IDNA codec (the publisher would restart over and over)."""
+    async with aiohttp.ClientSession() as session:
+        client = RoomClient("https://rooms..example.org", session)
+        with pytest.raises(RoomServiceError, match="unreachable"):
+            await client.me("rdt_secret")
+
+
+def test_appliance_pair_with_a_state_dir_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A technician runs `appliance pair` where the state directory cannot be made or written
+    (a wrong paths.state_dir, another user's directory): one line saying so, before any code is
+    shown (an admin would approve a code whose token could not be stored), not a traceback."""
+    from appliance.cli import main as cli_main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "appliance.toml"
+    config.write_text("")
+    monkeypatch.setenv("APPLIANCE_STATE_DIR", str(blocker / "state"))
+    # Nothing listens here: the command must stop before it asks the room service anything.
+    assert cli_main(["pair", "--room-url", "http://127.0.0.1:9", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert "Code:" not in out
+    assert err.startswith("error: ") and str(blocker / "state") in err
+    assert "Traceback" not in err
