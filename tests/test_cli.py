@@ -26,6 +26,21 @@ def test_version() -> None:
     assert out.stdout.strip() == f"appliance {__version__}"
 
 
+def test_output_into_a_closed_pipe_is_no_traceback() -> None:
+    """`appliance doctor | head -1`: the reader leaves before the command is done writing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "doctor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody reads: the first write gets EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_run_unknown_daemon_is_a_clear_error() -> None:
     out = appliance("run", "toaster")
     assert out.returncode == 2
