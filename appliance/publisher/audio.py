@@ -127,17 +127,26 @@ class OpusFeed:
 
     def _listeners_changed(self) -> None:
         if self.listeners:
-            if not self.capturing:
-                self._task = asyncio.get_running_loop().create_task(self._capture(), name="microphone")
-                self._task.add_done_callback(self._capture_ended)
+            # A task still running -- even one cancelled a moment ago, closing the microphone
+            # -- is left to end: _capture_ended starts the next one once the device is free.
+            if self._task is None:
+                self._start_capture()
         elif self._task is not None:
             self._task.cancel()
+
+    def _start_capture(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._capture(), name="microphone")
+        self._task.add_done_callback(self._capture_ended)
 
     def _capture_ended(self, task: asyncio.Task[None]) -> None:
         # Dropped at once: a finished task keeps its frames (and the last track they touched)
         # alive through its exception's traceback.
         if self._task is task:
             self._task = None
+            if self.listeners:
+                # Someone started listening while this task was being cancelled (the last
+                # listener had just muted or left): they would otherwise get no sound at all.
+                self._start_capture()
 
     def _remove(self, track: OpusTrack) -> None:
         self._tracks.discard(track)

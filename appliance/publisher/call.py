@@ -19,6 +19,7 @@ room service does not announce their viewer again within STALE_GRACE_S of the re
 
 Push-to-talk is a floor: one viewer at a time holds it and only that viewer's audio reaches
 the kiosk speaker; everyone sees who holds it (`talk` messages) and call.state says talking.
+A holder whose audio stops for FLOOR_SILENCE_S (its page or network died) loses the floor.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ MAX_REMOTE_CANDIDATES = 100
 CHAT_BURST = 5
 CHAT_EVERY_S = 1.0
 _ECHOES = 32
+# Push-to-talk: a floor holder that has sent no audio for this long is gone (its page or its
+# network died; ICE takes some 30 s to say so). A talking browser sends a frame every 20 ms,
+# silent or not, so this is never a pause in speech.
+FLOOR_SILENCE_S = 5.0
 
 
 @dataclass
@@ -144,6 +149,7 @@ class Call:
         self.room_connected = False
         self.session = 0
         self.floor: str | None = None
+        self._floor_heard_at = 0.0  # the floor's grant or its holder's latest audio frame
         self._state: ScreeningState | None = None
         self._state_sent_at = 0.0
         self._echoes: deque[tuple[str, str, float]] = deque(maxlen=_ECHOES)
@@ -494,6 +500,7 @@ class Call:
         if active:
             if self.floor is None:
                 self.floor = viewer.id
+                self._floor_heard_at = self.clock()
                 log.info("%s is talking to the kiosk", viewer.label)
                 self._announce_floor()
             elif self.floor != viewer.id:
@@ -517,7 +524,18 @@ class Call:
 
     def _on_viewer_audio(self, peer: ViewerPeer, frame: av.AudioFrame) -> None:
         if self.floor == peer.viewer_id and self._viewer_of(peer) is not None:
+            self._floor_heard_at = self.clock()
             self.speaker.play(frame)
+
+    def _check_floor(self, now: float) -> None:
+        if self.floor is not None and now - self._floor_heard_at > FLOOR_SILENCE_S:
+            holder = self.viewers.get(self.floor)
+            log.info(
+                "%s holds the floor but sent no audio for %g s: released",
+                holder.label if holder else self.floor,
+                FLOOR_SILENCE_S,
+            )
+            self._release_floor()
 
     def _on_viewer_video(self, peer: ViewerPeer, frame: av.VideoFrame) -> None:
         if self.remote_video is not None and self._viewer_of(peer) is not None:
@@ -607,6 +625,7 @@ class Call:
 
     async def tick(self) -> None:
         now = self.clock()
+        self._check_floor(now)
         if now - self._state_sent_at >= STATE_REFRESH_S:
             self._send_state()
         for viewer in list(self.viewers.values()):

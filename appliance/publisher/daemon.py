@@ -39,9 +39,15 @@ async def main(rt: Runtime) -> None:
         creds = used[0] = pairing.credentials
         return None if creds is None else Credentials(creds.room_url, creds.token)
 
-    service = PublisherService(bus, rt.config, credentials, on_unauthorized=pairing.report_unauthorized)
+    service = PublisherService(
+        bus,
+        rt.config,
+        credentials,
+        on_unauthorized=pairing.report_unauthorized,
+        on_status=lambda text, degraded: rt.status(text, degraded=degraded),
+    )
     rt.stack.push_async_callback(service.aclose)
     pairing.serve()
     rt.spawn(pairing.run(), "pairing")
     await service.start(rt.spawn)
-    rt.ready(f"up to {rt.config.publisher.max_viewers} viewers; audio {rt.config.publisher.audio_backend}")
+    rt.ready(service.status()[0])

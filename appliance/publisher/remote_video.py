@@ -64,7 +64,7 @@ class RemoteVideo:
         self._publish = publish
         self._clock = clock
         self._ring: FrameRingWriter | None = None
-        self._failed = False
+        self.fault: str | None = None  # the ring could not be made: no picture-in-picture
         self.source: str | None = None
         self._last_frame = 0.0
         self._last_write = 0.0
@@ -102,13 +102,13 @@ class RemoteVideo:
             self.source = None
 
     def _open(self) -> FrameRingWriter | None:
-        if self._ring is None and not self._failed:
+        if self._ring is None and self.fault is None:
             try:
                 self._ring = FrameRingWriter.create(self.path, RING_WIDTH, RING_HEIGHT, RING_FORMAT, slots=4)
             except StateError as exc:
                 # The call goes on without the picture-in-picture.
                 log.error("no ring for the viewer's video: %s", exc)
-                self._failed = True
+                self.fault = f"no picture-in-picture: {exc}"
         return self._ring
 
     def close(self) -> None:

@@ -74,6 +74,7 @@ class PublisherService:
         microphone: Callable[[], Microphone] | None = None,
         speaker: Speaker | None = None,
         on_unauthorized: Callable[[], None] = lambda: None,
+        on_status: Callable[[str, bool], None] = lambda text, degraded: None,
     ) -> None:
         pub = config.publisher
         self.bus = bus
@@ -107,6 +108,7 @@ class PublisherService:
             max_viewers=pub.max_viewers,
             kiosk=kiosk,
         )
+        self.on_status = on_status
         self._reconnects_seen = bus.reconnects
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,11 +219,30 @@ class PublisherService:
                     log.info("no event history yet (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, 2.0**attempt))
 
+    def status(self) -> tuple[str, bool]:
+        """The daemon's status line, and whether it is degraded: a microphone, speaker or
+        picture-in-picture ring that failed. Calls go on without them, so the daemon stays up,
+        but whoever looks at the kiosk's health must see what the viewers are missing."""
+        pub = self.config.publisher
+        faults = [
+            fault
+            for fault in (
+                self.audio.fault,
+                self.speaker.fault,
+                self.remote_video.fault if self.remote_video is not None else None,
+            )
+            if fault
+        ]
+        if faults:
+            return "; ".join(faults), True
+        return f"up to {pub.max_viewers} viewers; audio {pub.audio_backend}", False
+
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 await self.call.tick()
+                self.on_status(*self.status())
             except Exception:
                 log.exception("call tick failed")
 

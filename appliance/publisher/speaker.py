@@ -71,8 +71,14 @@ class AlsaSpeaker(Speaker):
         self._queue: queue.Queue[av.AudioFrame | None] = queue.Queue(_QUEUE_FRAMES)
         self._thread: threading.Thread | None = None
         self.dropped = 0
+        # The device failed during this talk burst: its other frames are dropped rather than
+        # each starting a writer thread that probes the device again (25 a second).
+        self._burst_failed = False
 
     def _play(self, frame: av.AudioFrame) -> None:
+        if self._burst_failed:
+            self.dropped += 1
+            return
         if self._thread is None or not self._thread.is_alive():
             self._drain()  # a stop marker left for a writer that had already ended
             self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
@@ -90,6 +96,7 @@ class AlsaSpeaker(Speaker):
     def idle(self) -> None:
         # Ends the writer thread, which closes the device: between talk bursts the speaker
         # is free (and an underrun on an open device would click).
+        self._burst_failed = False  # the next burst tries the device again
         if self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
@@ -104,7 +111,6 @@ class AlsaSpeaker(Speaker):
         try:
             stream = out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="stereo")
             resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
-            self.fault = None
             while True:
                 try:
                     frame = self._queue.get(timeout=2.0)
@@ -116,6 +122,9 @@ class AlsaSpeaker(Speaker):
                     converted.pts = None
                     for packet in stream.encode(converted):
                         out.mux(packet)
+                        # Working only once audio has been written: ALSA may accept the open
+                        # and fail the first write (a card that is gone).
+                        self.fault = None
         except (av.FFmpegError, OSError, AudioDeviceError) as exc:
             self._fail(f"speaker {self.device!r} failed: {exc}")
         finally:
@@ -130,6 +139,7 @@ class AlsaSpeaker(Speaker):
                 return
 
     def _fail(self, reason: str) -> None:
+        self._burst_failed = True
         if self.fault != reason:
             log.warning("%s", reason)
         self.fault = reason

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -116,3 +117,45 @@ async def test_timestamps_move_on_with_the_clock_between_sessions() -> None:
     # A pause is a gap in RTP time, never a step back (a receiver would take it for reordering).
     assert again.pts - first.pts >= 0.3 * SAMPLE_RATE
     await feed.aclose()
+
+
+async def test_a_listener_arriving_as_the_last_one_leaves_still_gets_audio() -> None:
+    """One viewer mutes (or leaves) and another unmutes before the capture task has run again:
+    the task is cancelled but not yet done. The new listener must not be left without sound
+    (the microphone closed, nothing capturing) for the rest of its call."""
+    feed = OpusFeed(SimMicrophone)
+    a, b = feed.track(), feed.track()
+    a.listen(True)
+    await a.recv()
+    a.listen(False)  # the capture task is cancelled...
+    b.listen(True)  # ...and, before it has run, somebody else listens
+    async with asyncio.timeout(5):
+        packet = await b.recv()
+    assert packet is not None and feed.capturing
+    await feed.aclose()
+
+
+async def test_a_missing_alsa_speaker_is_tried_once_per_talk_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A talk burst is 25 frames a second: a speaker that cannot be opened must not be opened
+    again (a thread and a device probe) for every one of them, only on the next burst."""
+    opens: list[str] = []
+    real_open = av.open
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        opens.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    speaker = AlsaSpeaker("hw:CARD=NoSuchCard,DEV=0")
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1920), np.int16), format="s16", layout="stereo")
+    frame.sample_rate = SAMPLE_RATE
+    speaker.play(frame)
+    await wait_until(lambda: speaker.fault is not None, "the speaker's fault")
+    for _ in range(20):
+        speaker.play(frame)
+        await asyncio.sleep(0.01)
+    assert len(opens) == 1
+    speaker.idle()  # the burst ends; the next one tries the device again
+    speaker.play(frame)
+    await wait_until(lambda: len(opens) == 2, "a new attempt on the next burst")
+    speaker.close()

@@ -422,3 +422,30 @@ async def test_a_peer_that_fails_or_never_answers_is_cleaned_up(
     await wait_until(lambda: not pub.call.viewers, "the unanswered call dropped", 5)
     await silent.wait_for(lambda: any(isinstance(m, p.Bye) for m in silent.got.signals), "a bye")
     await wait_until(lambda: pub.call.tasks == 0 and feed.tracks == 0, "nothing left of either call")
+
+
+async def test_a_missing_microphone_and_speaker_degrade_the_health_not_the_call(
+    camera: Camera, start_publisher: Start, viewers: Any
+) -> None:
+    missing = "hw:CARD=NoSuchCard,DEV=0"
+    pub = await start_publisher(audio_backend="alsa", mic_device=missing, speaker_device=missing)
+    statuses: list[tuple[str, bool]] = []
+    pub.service.on_status = lambda text, degraded: statuses.append((text, degraded))
+    await wait_until(lambda: statuses, "a status", 5)
+    assert statuses[-1][1] is False  # nothing has failed yet: nobody listened or talked
+    viewer = await viewers(name="Dana", talk=Tone())
+    await viewer.wait_for(
+        lambda: viewer.messages(channels.Hello) and len(viewer.got.video) >= 3, "the call", 15
+    )
+    viewer.send_event(channels.Listen(on=True))
+    viewer.send_event(channels.TalkRequest(active=True))
+    await wait_until(
+        lambda: statuses[-1][1] and "microphone" in statuses[-1][0] and "speaker" in statuses[-1][0],
+        "a degraded status naming the microphone and the speaker",
+        10,
+    )
+    assert "NoSuchCard" in statuses[-1][0]
+    # The call goes on without them.
+    seen = len(viewer.got.video)
+    await viewer.wait_for(lambda: len(viewer.got.video) >= seen + 5, "video after the audio failed", 10)
+    assert viewer.got.errors == []

@@ -227,3 +227,47 @@ async def test_a_replaced_peer_opening_late_does_not_mark_the_new_call_connected
     await settle()
     assert not new.connected.is_set()
     assert not old.events_sent  # no hello on a call that is over
+
+
+async def test_a_talker_whose_audio_stops_loses_the_floor(call: Call) -> None:
+    """A viewer holding push-to-talk whose network or browser dies sends no more audio, and
+    its connection takes about 30 s (ICE consent) to be declared failed. The kiosk screen's
+    talking sign and everyone's "Dana is talking" must not stay up that long: the floor goes
+    once its holder has sent nothing for FLOOR_SILENCE_S."""
+    now = [1000.0]
+    call.clock = lambda: now[0]
+    bus: FakeBus = call.bus  # type: ignore[assignment]
+    dana = await connected_viewer(call, "v1")
+    sam = await connected_viewer(call, "v2")
+    dana.receive(channels.TalkRequest(active=True))
+    await settle()
+    assert call.floor == "v1"
+    for _ in range(3):  # talking: audio keeps coming, the floor stays
+        now[0] += call_module.FLOOR_SILENCE_S / 2
+        dana.cb["on_audio"](dana, object())
+        await call.tick()
+        assert call.floor == "v1"
+    now[0] += call_module.FLOOR_SILENCE_S + 0.1  # then nothing more
+    await call.tick()
+    assert call.floor is None
+    states = [m for t, m in bus.published if t == "call.state"]
+    assert states[-1].talking is False
+    for peer in (dana, sam):
+        talk = [m for m in peer.events_sent if isinstance(m, channels.Talk)][-1]
+        assert talk.talker is None and not talk.you
+
+
+async def test_a_talker_gets_time_for_its_first_audio(call: Call) -> None:
+    """The floor is taken before the first audio frame arrives (the page says talk once its
+    microphone is on): the silence is counted from the grant, not from the call's start."""
+    now = [1000.0]
+    call.clock = lambda: now[0]
+    dana = await connected_viewer(call, "v1")
+    now[0] += 10 * call_module.FLOOR_SILENCE_S
+    dana.receive(channels.TalkRequest(active=True))
+    await settle()
+    await call.tick()
+    assert call.floor == "v1"
+    now[0] += call_module.FLOOR_SILENCE_S + 0.1
+    await call.tick()
+    assert call.floor is None
