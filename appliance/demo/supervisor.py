@@ -6,7 +6,8 @@ crashes or stops pinging. The bus starts first, then the room service; the other
 START_ORDER and stop in reverse on Ctrl-C or at the end of --for.
 
 The room service (appliance.room) runs on 127.0.0.1 at APPLIANCE_DEMO_ROOM_PORT or a free port,
-with its database under the work dir. Before the kiosk's daemons start, the demo makes an admin
+with its database under the work dir; the setup page at APPLIANCE_DEMO_SETUP_PORT, else 8080 if
+it is free, else a free port. Before the kiosk's daemons start, the demo makes an admin
 with a random password (printed once, stored nowhere but as a hash), a room and a viewer link,
 and pairs the simulated kiosk through the real device flow (appliance.pairing for the kiosk's
 side, the admin's approval straight in the room's database), so the publisher starts paired.
@@ -59,6 +60,7 @@ RESTART_MAX_S = 30.0
 # A run at least this long was a good one: the next crash restarts after RESTART_DELAY_S again.
 RESTART_HEALTHY_S = 60.0
 ROOM_READY_S = 20.0
+DEFAULT_SETUP_PORT = 8080
 PAIR_TIMEOUT_S = 20.0
 # Someone has to approve the code at an external room service: give them time.
 EXTERNAL_PAIR_TIMEOUT_S = 600.0
@@ -122,6 +124,35 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL to whatever the child started and left running. Each child leads a process group
+    of its own (start_new_session): signalled alone, its helpers would be reparented and run on
+    as orphans of the demo, where systemd's KillMode=control-group ends them. Also right after
+    the child is reaped: its pid, the group's id, is not handed out again while the group has
+    members. Never pid 0 (a test's stand-in): killpg(0) is the demo's own group."""
+    if proc.pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def setup_port() -> int:
+    """APPLIANCE_DEMO_SETUP_PORT if set, else 8080 (the kiosk's) if it is free, else a free port.
+
+    A busy 8080 (another demo, a dev server) would crash-loop the setup daemon for the whole run
+    and make the printed setup page someone else's."""
+    if wanted := os.environ.get("APPLIANCE_DEMO_SETUP_PORT"):
+        return int(wanted)
+    with socket.socket() as sock:
+        # As the setup daemon binds (aiohttp sets SO_REUSEADDR): a TIME_WAIT left by the last
+        # demo does not make 8080 busy, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", DEFAULT_SETUP_PORT))
+        except OSError:
+            return free_port()
+    return DEFAULT_SETUP_PORT
 
 
 @dataclass
@@ -189,6 +220,7 @@ class Supervisor:
         else:
             port = os.environ.get("APPLIANCE_DEMO_ROOM_PORT")
             self.room_url = f"http://127.0.0.1:{int(port) if port else free_port()}"
+        self.setup_port = setup_port()
         self.room_lines: list[str] = []
         self.kiosk_paired = False
         self.order = [n for n in ORDER if n in names and not (n == "room" and self.external_room)]
@@ -208,7 +240,7 @@ class Supervisor:
             state=self.state,
             run=self.run,
             screen_driver="dummy" if self.offscreen else "auto",
-            setup_port=int(os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")),
+            setup_port=self.setup_port,
             room_url=self.room_url,
         )
         if self.scenario is not None:
@@ -276,6 +308,7 @@ class Supervisor:
         while not self.stopping.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
+            kill_group(child.proc)  # its helpers: not one more orphan per crash
             if self.stopping.is_set():
                 return
             child.exit_codes.append(code)
@@ -320,6 +353,7 @@ class Supervisor:
                     continue
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                kill_group(proc)
 
     async def count_topics(self) -> None:
         bus = BusClient(self.run / "bus.sock", "demo")
@@ -334,6 +368,9 @@ class Supervisor:
             sock = NotifySocket(each.notify_path, each.on_notify)
             await sock.open()
             self.notify.append(sock)
+        # From the first spawn, not once all have started: the start can wait minutes (for an
+        # admin to approve the kiosk) with the bus and the room running, unwatched otherwise.
+        self.spawn_task(self.watchdog(), "watchdog")
         for name in self.order:
             child = self.children[name]
             if name == "room":
@@ -360,7 +397,6 @@ class Supervisor:
                 self.room_lines.insert(
                     0, f"  room admin:   {self.room_url}/  user {admin}  password {password}"
                 )
-        self.spawn_task(self.watchdog(), "watchdog")
 
     def provision_room(self) -> tuple[str, str, str]:
         """An admin with a fresh random password, the demo room and a viewer link for it,
@@ -441,11 +477,26 @@ class Supervisor:
                 log.error("%s did not stop within %.0f s; killing it", name, STOP_TIMEOUT_S)
                 running.proc.kill()
                 await running.proc.wait()
+            kill_group(running.proc)  # whatever it started and left running
         for sock in self.notify:
             sock.close()
         for child in self.children.values():
             if child.log_file is not None:
                 child.log_file.close()
+        self.clear_run_dir()
+
+    def clear_run_dir(self) -> None:
+        """Every daemon is gone: what a killed one could not clean up (the bus socket, frame
+        rings of camera pictures) goes too, as /run empties at a kiosk's boot. Only files:
+        the run directory is the demo's own, nothing in it outlives a run."""
+        try:
+            entries = list(os.scandir(self.run))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -470,8 +521,7 @@ class Supervisor:
     def urls(self) -> list[str]:
         lines = []
         if "setup" in self.children:
-            port = os.environ.get("APPLIANCE_DEMO_SETUP_PORT", "8080")
-            lines.append(f"  setup page:   http://127.0.0.1:{port}/")
+            lines.append(f"  setup page:   http://127.0.0.1:{self.setup_port}/")
         if "room" in self.children or self.external_room:
             lines.extend(self.room_lines)
         return lines
@@ -490,7 +540,9 @@ async def _demo(
         workdir, [n for n in ORDER if n in names], headless=headless, room_url=room_url, scenario=scenario
     )
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the terminal closed. Its default action would end the demo on the spot, and the
+    # daemons, in sessions of their own that the hangup does not reach, would run on as orphans.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, sup.stopping.set)
     missing = [n for n in ORDER if n not in names and not (n == "room" and sup.external_room)]
     print(f"appliance demo: running {', '.join(sup.children)} (work dir {workdir})", flush=True)

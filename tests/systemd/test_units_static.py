@@ -158,3 +158,34 @@ def test_the_recovery_unit_is_the_documented_exception() -> None:
         assert key in lines, key
     assert "Type=oneshot" in lines and "PartOf=appliance.target" in lines
     assert "appliance-recover@.service" in (UNITS / "SECURITY.md").read_text()
+
+
+def _seconds(unit: Path, key: str) -> float:
+    """A [Service] time setting in seconds ("5", "5s", "500ms", "1min 30s")."""
+    values = [ln.split("=", 1)[1] for ln in unit_lines(unit) if ln.startswith(f"{key}=")]
+    assert values, f"{unit.name}: no {key}="
+    total = 0.0
+    for number, suffix in re.findall(r"(\d+(?:\.\d+)?)\s*(ms|min|s)?", values[-1]):
+        total += float(number) * {"ms": 0.001, "min": 60.0}.get(suffix, 1.0)
+    return total
+
+
+def test_the_camera_may_stop_the_way_it_was_written_to() -> None:
+    """On SIGTERM the camera daemon waits up to its STOP_TIMEOUT_S for a start still running,
+    then as long again for the backend to stop (a stuck V4L2 or libcamera call), then the runtime
+    gives stuck threads EXIT_GRACE_S. A TimeoutStopSec= shorter than that SIGKILLs it before
+    it has said why: the unit ends failed (Result=timeout) on a plain `systemctl stop`, and its
+    OnFailure= recovery starts again the camera a technician just stopped."""
+    from appliance.camera import daemon as camera
+    from appliance.runtime import EXIT_GRACE_S
+
+    needs = 2 * camera.STOP_TIMEOUT_S + EXIT_GRACE_S
+    assert _seconds(UNITS / "appliance-camera.service", "TimeoutStopSec") > needs
+
+
+def test_every_daemon_outlasts_the_runtimes_exit_grace() -> None:
+    """A thread stuck in a driver call keeps a daemon EXIT_GRACE_S after its loop ends."""
+    from appliance.runtime import EXIT_GRACE_S
+
+    for unit in DAEMON_UNITS:
+        assert _seconds(unit, "TimeoutStopSec") > EXIT_GRACE_S, unit.name
