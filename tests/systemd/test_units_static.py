@@ -183,6 +183,18 @@ def test_the_camera_may_stop_the_way_it_was_written_to() -> None:
     assert _seconds(UNITS / "appliance-camera.service", "TimeoutStopSec") > needs
 
 
+def test_the_publisher_may_close_its_calls_before_it_is_killed() -> None:
+    """On SIGTERM the publisher hangs up on every viewer at once, each close bounded by
+    CLOSE_TIMEOUT_S (a peer whose DTLS or SCTP shutdown hangs on a dead network), then the
+    runtime gives stuck threads EXIT_GRACE_S. Killed before, the unit ends failed on a plain
+    stop and its OnFailure= recovery starts the publisher again."""
+    from appliance.publisher.peer import CLOSE_TIMEOUT_S
+    from appliance.runtime import EXIT_GRACE_S
+
+    needs = CLOSE_TIMEOUT_S + EXIT_GRACE_S
+    assert _seconds(UNITS / "appliance-publisher.service", "TimeoutStopSec") > needs
+
+
 def test_every_daemon_outlasts_the_runtimes_exit_grace() -> None:
     """A thread stuck in a driver call keeps a daemon EXIT_GRACE_S after its loop ends."""
     from appliance.runtime import EXIT_GRACE_S
