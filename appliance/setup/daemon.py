@@ -72,7 +72,9 @@ async def start(rt: Runtime) -> SetupServer:
     config = rt.config
     bus = await rt.connect_bus()
     path = config_path()
-    system = SystemControl(state_dir=config.paths.state_dir, config_path=path)
+    system = SystemControl(
+        state_dir=config.paths.state_dir, config_path=path, control_dir=config.paths.run_dir / "control"
+    )
     cert_path = None
     ssl_context = None
     if config.setup.tls:

@@ -6,7 +6,11 @@ each action says what it would do and does nothing, so trying the page cannot re
 laptop or wipe a developer's state directory.
 
 Commands run with `systemctl --no-block`: restarting the setup daemon itself, or
-rebooting, must not cut off the reply that says it is happening.
+rebooting, must not cut off the reply that says it is happening. On a kiosk this daemon runs as
+the appliance user, and with no D-Bus or polkit there, systemctl run by it cannot reach PID 1:
+a restart or a reboot is a request file in the control directory (/run/appliance/control),
+named for what it asks, which appliance-control.service (root, started by
+appliance-control.path) acts on. Where that directory does not exist, systemctl is run directly.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ class SystemControl:
         active: bool | None = None,
         state_dir: Path,
         config_path: Path,
+        control_dir: Path | None = None,
     ) -> None:
         self.systemctl = systemctl or shutil.which("systemctl")
         self.state_dir = state_dir
         self.config_path = config_path
+        self.control_dir = control_dir
         if active is None:
             active = SYSTEMD_RUN.is_dir() and under_systemd() and self.systemctl is not None
         self.active = active
@@ -100,13 +106,28 @@ class SystemControl:
             return Outcome(False, f"Could not {what}: {exc}", cmd)
         return Outcome(True, f"Asked systemd to {what}.", cmd)
 
+    def _request(self, name: str, what: str) -> Outcome | None:
+        """Leave the request for appliance-control; None where there is no control directory."""
+        if not self.active or self.control_dir is None or not self.control_dir.is_dir():
+            return None
+        path = self.control_dir / name
+        try:
+            # Empty: the name is the whole request. Asked twice before it is acted on, once.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o660))
+        except OSError as exc:
+            return Outcome(False, f"Could not {what}: cannot write {path}: {exc.strerror}", ("request", name))
+        return Outcome(True, f"Asked systemd to {what}.", ("request", name))
+
     def restart(self, daemon: str) -> Outcome:
         if daemon not in daemons.START_ORDER:
             return Outcome(False, f"No daemon named {daemon!r}.")
-        return self._run(["--no-block", "restart", unit_name(daemon)], f"restart the {daemon} daemon")
+        what = f"restart the {daemon} daemon"
+        requested = self._request(f"restart-{daemon}", what)
+        return requested or self._run(["--no-block", "restart", unit_name(daemon)], what)
 
     def reboot(self) -> Outcome:
-        return self._run(["--no-block", "reboot"], "reboot the kiosk")
+        requested = self._request("reboot", "reboot the kiosk")
+        return requested or self._run(["--no-block", "reboot"], "reboot the kiosk")
 
     def reset_targets(self) -> list[Path]:
         """What a factory reset deletes: the state directory's contents and the config file."""

@@ -117,11 +117,15 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                     )
                     invite = await browser.create_invite(room_id)
                     sessions[name] = await viewer_session(cast(Room, room), http, invite)
+                    if name == "Good":
+                        # Its own session: a session has one connection, and a storm's viewer
+                        # connecting with the same one would replace the well-behaved viewer.
+                        good_session = await viewer_session(cast(Room, room), http, invite)
             finally:
                 await browser.close()
             device = await connect(http, room.ws_url(), tokens["Good"])
             assert isinstance(await device.recv(), p.Welcome)
-            viewer = await connect(http, room.ws_url(session=sessions["Good"]))
+            viewer = await connect(http, room.ws_url(session=good_session))
             welcome = await viewer.recv()
             assert isinstance(welcome, p.Welcome)
             good_device, good_viewer = Listener(device), Listener(viewer)

@@ -63,6 +63,31 @@ def test_on_a_kiosk_restart_and_reboot_go_to_systemd_without_blocking(tmp_path: 
     assert calls.read_text().count("\n") == 2
 
 
+def test_with_a_control_directory_restart_and_reboot_are_requests(tmp_path: Path) -> None:
+    """On a kiosk the setup daemon (User=appliance, no D-Bus) cannot reach PID 1 itself: it
+    leaves one empty file per request for appliance-control.service, and runs no systemctl."""
+    exe, calls = stub(tmp_path)
+    requests = tmp_path / "control"
+    requests.mkdir()
+    sc = control(tmp_path, systemctl=exe, active=True, control_dir=requests)
+    outcome = sc.restart("thermal")
+    assert outcome.done and outcome.message == "Asked systemd to restart the thermal daemon."
+    assert sc.restart("thermal").done  # asked again before it was acted on: still one request
+    assert sc.reboot().done
+    assert sorted(p.name for p in requests.iterdir()) == ["reboot", "restart-thermal"]
+    assert all(p.stat().st_size == 0 for p in requests.iterdir())
+    assert not sc.restart("sshd").done and len(list(requests.iterdir())) == 2
+    assert not calls.exists(), "no systemctl: it could not reach PID 1"
+    # Not a kiosk: nothing is asked, as before.
+    off = control(tmp_path, systemctl=exe, active=False, control_dir=requests)
+    assert not off.restart("camera").done and not (requests / "restart-camera").exists()
+    # A control directory that is not there (the units not installed): systemctl, as before.
+    missing = control(tmp_path, systemctl=exe, active=True, control_dir=tmp_path / "nowhere")
+    assert missing.restart("camera").done and calls.read_text().splitlines() == [
+        "--no-block restart appliance-camera.service"
+    ]
+
+
 def test_a_refused_command_says_why(tmp_path: Path) -> None:
     exe, _ = stub(tmp_path, fail=True)
     outcome = control(tmp_path, systemctl=exe, active=True).restart("camera")

@@ -99,7 +99,7 @@ class Machine:
         names = sorted(
             p.name
             for p in units_dir.iterdir()
-            if p.suffix in (".service", ".socket", ".target") and p.is_file()
+            if p.suffix in (".service", ".socket", ".target", ".path") and p.is_file()
         )
         for name in names:
             shutil.copy2(units_dir / name, system / name)

@@ -457,6 +457,39 @@ def test_the_screen_comes_back_after_a_clean_exit(machine: Machine) -> None:
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1, (before, after)
 
 
+# What the setup page's Maintenance restart runs, as the setup daemon runs it: the appliance user.
+AS_SETUP_PAGE = """
+from pathlib import Path
+from appliance.setup.system import SystemControl
+system = SystemControl(
+    state_dir=Path("/var/lib/appliance"),
+    config_path=Path("/etc/appliance/appliance.toml"),
+    control_dir=Path("/run/appliance/control"),
+    active=True,
+)
+outcome = system.restart("thermal")
+print(outcome.done, outcome.message)
+"""
+
+
+def test_the_setup_page_restarts_a_daemon_through_appliance_control(machine: Machine) -> None:
+    """The setup daemon runs as the appliance user and the kiosk has no D-Bus: systemctl run by it
+    cannot reach PID 1 ("Failed to connect to bus"). Its restart is a request file that
+    appliance-control.service (root, started by appliance-control.path) acts on."""
+    if "thermal" not in AVAILABLE:
+        pytest.skip("no thermal daemon in this build")
+    as_appliance = ["setpriv", "--reuid=appliance", "--regid=appliance", "--init-groups"]
+    direct = machine.run([*as_appliance, "systemctl", "--no-block", "restart", unit("thermal")], check=False)
+    assert direct.returncode != 0, "the appliance user reached PID 1 without the control unit"
+    before = machine.show(unit("thermal"), "MainPID")["MainPID"]
+    asked = machine.run([*as_appliance, f"{rootfs_cache.VENV}/bin/python", "-c", AS_SETUP_PAGE])
+    assert asked.stdout.startswith("True Asked systemd to restart the thermal daemon"), asked
+    wait_active(machine, unit("thermal"), 20.0, not_pid=before)
+    assert machine.run(["ls", "-A", "/run/appliance/control"]).stdout == "", "the request was used up"
+    log = machine.journal("-u", "appliance-control.service", "-n", "20")
+    assert "restarting appliance-thermal.service" in log, log
+
+
 def test_stopping_the_target_stops_everything_within_5s(machine: Machine) -> None:
     running = []
     for d in AVAILABLE:

@@ -26,10 +26,12 @@ MAX_EXPOSURE = 2.0
 VENV = Path(sys.prefix)
 
 SERVICES = sorted([*UNITS.glob("*.service"), *UNITS.glob("server/*.service")])
-# The kiosk's daemons; appliance-recover@.service is a template that runs systemctl, not a daemon.
-DAEMON_UNITS = sorted(p for p in UNITS.glob("appliance-*.service") if "@" not in p.name)
+# The kiosk's daemons; appliance-recover@ and appliance-control run systemctl, they are no daemons.
+HELPERS = ("appliance-recover@.service", "appliance-control.service")
+DAEMON_UNITS = sorted(p for p in UNITS.glob("appliance-*.service") if p.name not in HELPERS)
 RECOVER = UNITS / "appliance-recover@.service"
-ALL_UNITS = sorted(p for p in UNITS.rglob("*") if p.suffix in (".service", ".socket", ".target"))
+CONTROL = UNITS / "appliance-control.service"
+ALL_UNITS = sorted(p for p in UNITS.rglob("*") if p.suffix in (".service", ".socket", ".target", ".path"))
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (package systemd)"
@@ -158,6 +160,37 @@ def test_the_recovery_unit_is_the_documented_exception() -> None:
         assert key in lines, key
     assert "Type=oneshot" in lines and "PartOf=appliance.target" in lines
     assert "appliance-recover@.service" in (UNITS / "SECURITY.md").read_text()
+
+
+def test_the_control_unit_is_the_other_documented_exception() -> None:
+    """appliance-control runs as root, as appliance-recover@ does, for the setup page's restart and
+    reboot (the page's daemon cannot reach PID 1: no D-Bus or polkit on the kiosk). It acts only on
+    request names it knows: restart-<one of the appliance's daemons>, or reboot."""
+    from appliance import daemons
+
+    lines = unit_lines(CONTROL)
+    assert "User=root" in lines and "CapabilityBoundingSet=" in lines
+    # No capabilities: root is "other" to /run/appliance (0750), so it lists it as the group.
+    assert "Group=appliance" in lines
+    assert not any(ln.startswith(("PrivateUsers=yes", "OnFailure=")) for ln in lines)
+    for key in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateNetwork=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+    ):
+        assert key in lines, key
+    assert "ReadWritePaths=/run/appliance/control" in lines
+    script = CONTROL.read_text()
+    known = set(re.findall(r"restart-([a-z]+)[|)]", script))
+    assert known == set(daemons.START_ORDER), known
+    path = unit_lines(UNITS / "appliance-control.path")
+    assert "DirectoryNotEmpty=/run/appliance/control" in path and "Unit=appliance-control.service" in path
+    assert "Wants=appliance-control.path" in unit_lines(UNITS / "appliance.target")
+    tmpfiles = (UNITS / "tmpfiles.d/appliance.conf").read_text()
+    assert re.search(r"^d /run/appliance/control\s+0770 appliance appliance", tmpfiles, re.M)
+    assert "ReadWritePaths=/run/appliance/control" in unit_lines(UNITS / "appliance-setup.service")
+    assert "appliance-control.service" in (UNITS / "SECURITY.md").read_text()
 
 
 def _seconds(unit: Path, key: str) -> float:

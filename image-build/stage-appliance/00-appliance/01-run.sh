@@ -29,7 +29,7 @@ echo "appliance: units, users, directories, config"
 install -d "${ROOTFS_DIR}/usr/lib/systemd/system" "${ROOTFS_DIR}/usr/lib/sysusers.d" \
 	"${ROOTFS_DIR}/usr/lib/tmpfiles.d" "${ROOTFS_DIR}/usr/lib/appliance" "${ROOTFS_DIR}/usr/share/doc/appliance"
 for unit in "${APPLIANCE_SRC}"/systemd/appliance*.service "${APPLIANCE_SRC}"/systemd/appliance*.socket \
-	"${APPLIANCE_SRC}"/systemd/appliance.target; do
+	"${APPLIANCE_SRC}"/systemd/appliance*.path "${APPLIANCE_SRC}"/systemd/appliance.target; do
 	install -m 0644 "${unit}" "${ROOTFS_DIR}/usr/lib/systemd/system/"
 done
 install -m 0644 "${APPLIANCE_SRC}/systemd/sysusers.d/appliance.conf" "${ROOTFS_DIR}/usr/lib/sysusers.d/appliance.conf"
@@ -50,7 +50,7 @@ systemd-sysusers /usr/lib/sysusers.d/appliance.conf
 systemd-tmpfiles --create --exclude-prefix=/run /usr/lib/tmpfiles.d/appliance.conf
 systemctl enable appliance-firstboot.service appliance-bus.socket appliance.target \
 	appliance-bus.service appliance-thermal.service appliance-camera.service appliance-screening.service \
-	appliance-publisher.service appliance-screen.service appliance-setup.service
+	appliance-publisher.service appliance-screen.service appliance-setup.service appliance-control.path
 /opt/appliance/venv/bin/appliance config check /etc/appliance/appliance.toml
 CHROOT
 
