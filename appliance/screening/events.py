@@ -444,15 +444,20 @@ class EventStore:
 
     def rows(self, since: int = 0) -> Iterator[StoredEvent]:
         """Every event above ``since``, oldest first (the export)."""
-        cur = self._conn.execute(
-            "SELECT seq, topic, wall_ts, reason, threshold_c, payload FROM events WHERE seq > ? "
-            "ORDER BY seq, topic DESC",
-            (since,),
-        )
-        for seq, topic, wall_ts, reason, threshold, payload in cur:
-            result = self._decode(seq, payload)
-            if result is not None:
-                yield StoredEvent(seq, topic, wall_ts, result, reason, threshold)
+        try:
+            cur = self._conn.execute(
+                "SELECT seq, topic, wall_ts, reason, threshold_c, payload FROM events WHERE seq > ? "
+                "ORDER BY seq, topic DESC",
+                (since,),
+            )
+            for seq, topic, wall_ts, reason, threshold, payload in cur:
+                result = self._decode(seq, payload)
+                if result is not None:
+                    yield StoredEvent(seq, topic, wall_ts, result, reason, threshold)
+        except sqlite3.Error as exc:
+            # Damage past the pages opening reads (a failing SD card) shows only part way in.
+            kind = Damaged if is_damage(exc) else StateError
+            raise kind(f"{self.path}: cannot read: {exc}") from None
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])

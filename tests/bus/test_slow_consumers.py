@@ -38,6 +38,18 @@ async def slow_subscriber(broker: Broker, sock_path: Path, pattern: str) -> RawC
     return slow
 
 
+async def fill_event_queue(broker: Broker, conn: Connection, pub: BusClient) -> int:
+    """Publish events on test.event.x until the slow consumer `conn` holds a full event queue
+    in the broker (it is not cut off yet); how many were published."""
+    n = 0
+    while not (conn.paused and conn.pending.events == broker.event_queue):
+        await pub.publish("test.event.x", Scratch(n=n, data=BLOB))
+        await pub.request("bus.echo", EchoParams())  # the broker has routed it
+        n += 1
+        assert n < N, "the slow consumer never filled its event queue"
+    return n
+
+
 async def test_slow_telemetry_subscriber_gets_the_latest_and_drops_the_rest(
     broker: Broker, sock_path: Path, make_client: MakeClient
 ) -> None:
@@ -131,12 +143,7 @@ async def test_a_server_leaving_cuts_off_its_slow_requester_cleanly(
 
     pub = await make_client("pub")
     conn = connection(broker, "slow")
-    n = 0
-    while not (conn.paused and conn.pending.events == broker.event_queue):
-        await pub.publish("test.event.x", Scratch(n=n, data=BLOB))
-        await pub.request("bus.echo", EchoParams())  # the broker has routed it
-        n += 1
-        assert n < N, "the slow consumer never filled its event queue"
+    await fill_event_queue(broker, conn, pub)
     assert broker.stats.cut_off == 0
 
     server.close()
@@ -236,12 +243,7 @@ async def test_a_client_cut_off_by_its_own_publish_does_not_strand_the_fan_out(
     pub = await make_client("pub")
 
     conn = connection(broker, "slow")
-    n = 0
-    while not (conn.paused and conn.pending.events == broker.event_queue):
-        await pub.publish("test.event.x", Scratch(n=n, data=BLOB))
-        await pub.request("bus.echo", EchoParams())  # the broker has routed it
-        n += 1
-        assert n < N, "the slow consumer never filled its event queue"
+    n = await fill_event_queue(broker, conn, pub)
     assert [(await fast.get(10)).msg.n for _ in range(n)] == list(range(n))
 
     # Two frames in one read: the broker handles the second after the first cut the slow one off.

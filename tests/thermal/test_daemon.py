@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -405,10 +406,18 @@ def test_sim_rig_wires_the_fake_to_the_daemons_pin() -> None:
             rig.pin_factory.close()
 
 
-async def test_int_edge_from_gpiozeros_thread_becomes_thermal_interrupt(rig: Rig) -> None:
-    """In-process and step by step, on a clock that moves only when told: the fake pulls its MockPin
-    low on the I2C thread, gpiozero calls the daemon there, the edge crosses to the event loop, and the
-    loop publishes the latched pixels in image order."""
+class ManualChip(NamedTuple):
+    clock: ManualClock
+    scene: StaticScene
+    factory: Any  # gpiozero's MockFactory
+    device: FakeAMG8833
+    i2c: FakeI2C
+    hardware: Hardware
+
+
+def manual_chip() -> ManualChip:
+    """The fake chip on a clock that moves only when told, its INT line on a gpiozero MockPin
+    (GPIO4), behind the real driver, as the daemon's Hardware."""
     from gpiozero.pins.mock import MockFactory
 
     clock = ManualClock(100.0)
@@ -417,6 +426,14 @@ async def test_int_edge_from_gpiozeros_thread_becomes_thermal_interrupt(rig: Rig
     device = FakeAMG8833(scene, clock=clock, seed=2, int_pin=factory.pin(4))
     i2c = FakeI2C(devices={0x69: device})
     hardware = Hardware("fake", 0x69, lambda: AMG8833(i2c, clock=clock), 4, factory, tick=device.tick)
+    return ManualChip(clock, scene, factory, device, i2c, hardware)
+
+
+async def test_int_edge_from_gpiozeros_thread_becomes_thermal_interrupt(rig: Rig) -> None:
+    """In-process and step by step, on a clock that moves only when told: the fake pulls its MockPin
+    low on the I2C thread, gpiozero calls the daemon there, the edge crosses to the event loop, and the
+    loop publishes the latched pixels in image order."""
+    clock, scene, factory, device, _, hardware = manual_chip()
     config = replace(AppConfig(), thermal={"warmup_s": 0.0, "idle_fps": 1}).thermal
     bus = BusClient(rig.bus.path, "thermal")
     await bus.connect(10)
@@ -484,16 +501,9 @@ class _Bus:
 async def test_a_chip_that_resets_mid_run_gets_its_settings_back() -> None:
     """A brown-out resets the AMG8833 to 10 fps, interrupt off, no averaging, with no I2C error
     and frames that look fine: the daemon must notice and restore what it had set."""
-    from gpiozero.pins.mock import MockFactory
-
     from appliance.errors import SensorFault
 
-    clock = ManualClock(100.0)
-    scene = StaticScene(22.0, ambient_c=22.0)
-    factory = MockFactory()
-    device = FakeAMG8833(scene, clock=clock, seed=2, int_pin=factory.pin(4))
-    i2c = FakeI2C(devices={0x69: device})
-    hardware = Hardware("fake", 0x69, lambda: AMG8833(i2c, clock=clock), 4, factory, tick=device.tick)
+    clock, _, factory, device, i2c, hardware = manual_chip()
     thermal = {"warmup_s": 0.0, "idle_fps": 1, "moving_average": True}
     config = replace(AppConfig(), thermal=thermal).thermal
     bus = _Bus()
@@ -536,16 +546,9 @@ async def test_a_chip_that_resets_mid_run_gets_its_settings_back() -> None:
 async def test_an_interrupt_whose_clear_fails_is_served_again_not_left_asserted() -> None:
     """The chip holds INT low until the flag is cleared, and gpiozero reports edges only: a clear
     lost to one NACK must be retried, or the line stays low and no interrupt ever comes again."""
-    from gpiozero.pins.mock import MockFactory
-
     from appliance.errors import SensorFault
 
-    clock = ManualClock(100.0)
-    scene = StaticScene(22.0, ambient_c=22.0)
-    factory = MockFactory()
-    device = FakeAMG8833(scene, clock=clock, seed=2, int_pin=factory.pin(4))
-    i2c = FakeI2C(devices={0x69: device})
-    hardware = Hardware("fake", 0x69, lambda: AMG8833(i2c, clock=clock), 4, factory, tick=device.tick)
+    clock, scene, factory, device, _, hardware = manual_chip()
     config = replace(AppConfig(), thermal={"warmup_s": 0.0, "idle_fps": 1}).thermal
     bus = _Bus()
     sampler = ThermalSampler(bus, hardware, config, clock=clock)  # type: ignore[arg-type]
