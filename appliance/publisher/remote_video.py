@@ -10,6 +10,11 @@ The screen has one picture-in-picture, so one viewer is shown at a time: whoever
 sending first keeps it until their frames stop for SOURCE_IDLE_S or they leave; then the
 next viewer sending takes over. Frames arrive at the browser's rate (the viewer page asks
 for 15 fps); the ring is written at most MAX_FPS times a second.
+
+A ring that cannot be made or written (the run directory gone, tmpfs full, the file torn
+down) costs the picture-in-picture, never the call: the failure is logged once, and the ring
+is made again at most every RING_RETRY_S while a viewer sends video, so a passing fault does
+not leave the screen without the viewer's picture until the next restart.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ RING_WIDTH = 320
 RING_HEIGHT = 240
 SOURCE_IDLE_S = 2.0
 MAX_FPS = 15.0
+RING_RETRY_S = 30.0
 
 
 def fit(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
@@ -65,6 +71,7 @@ class RemoteVideo:
         self._clock = clock
         self._ring: FrameRingWriter | None = None
         self.fault: str | None = None  # the ring could not be made: no picture-in-picture
+        self._failed_at = 0.0
         self.source: str | None = None
         self._last_frame = 0.0
         self._last_write = 0.0
@@ -84,7 +91,13 @@ class RemoteVideo:
         if ring is None:
             return
         self._last_write = now
-        seq = ring.write(letterbox(frame), now)
+        try:
+            seq = ring.write(letterbox(frame), now)
+        except (OSError, StateError) as exc:
+            self._failed(f"no picture-in-picture: writing the ring failed: {exc}", now)
+            self.close()
+            return
+        self.fault = None
         self.frames += 1
         self._publish(
             FrameRingNotice(
@@ -102,14 +115,20 @@ class RemoteVideo:
             self.source = None
 
     def _open(self) -> FrameRingWriter | None:
-        if self._ring is None and self.fault is None:
+        now = self._clock()
+        if self._ring is None and (self.fault is None or now - self._failed_at >= RING_RETRY_S):
             try:
                 self._ring = FrameRingWriter.create(self.path, RING_WIDTH, RING_HEIGHT, RING_FORMAT, slots=4)
             except StateError as exc:
                 # The call goes on without the picture-in-picture.
-                log.error("no ring for the viewer's video: %s", exc)
-                self.fault = f"no picture-in-picture: {exc}"
+                self._failed(f"no picture-in-picture: {exc}", now)
         return self._ring
+
+    def _failed(self, fault: str, now: float) -> None:
+        if fault != self.fault:
+            log.error("%s (tried again every %g s)", fault, RING_RETRY_S)
+        self.fault = fault
+        self._failed_at = now
 
     def close(self) -> None:
         if self._ring is not None:
