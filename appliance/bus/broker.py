@@ -30,7 +30,15 @@ from pathlib import Path
 import msgspec
 
 from appliance.bus import framing
-from appliance.bus.framing import ErrorInfo, Frame, FrameDecoder, encode_frame, encode_payload
+from appliance.bus.framing import (
+    MAX_TOPIC,
+    ErrorInfo,
+    Frame,
+    FrameDecoder,
+    encode_error,
+    encode_frame,
+    frame_size,
+)
 from appliance.bus.topics import (
     EVENT,
     STATE,
@@ -50,7 +58,6 @@ _HIGH_WATER = 1024 * 1024
 # An in-flight request is forgotten after this long: far beyond any client's timeout, so the
 # requester gave up long ago; a late reply is then dropped like any stale one.
 REQUEST_TTL_S = 300.0
-MAX_TOPIC = 256
 # Routes are cached per topic; family and scratch topics are open-ended, so the cache is bounded.
 _MAX_ROUTES = 4096
 
@@ -65,6 +72,8 @@ class BrokerStats:
     cut_off: int = 0
     bad_frames: int = 0
     expired_requests: int = 0
+    # Requests or replies answered with an error because, re-encoded, they exceeded the limit.
+    too_large: int = 0
 
 
 @dataclass
@@ -194,7 +203,7 @@ class Connection(asyncio.Protocol):
         with contextlib.suppress(Exception):
             # Tell the client why before closing: it logs the reason and knows not to retry a
             # frame the broker refuses.
-            self.transport.write(encode_frame("err", "", encode_payload(ErrorInfo(code, message))))
+            self.transport.write(encode_error("", code, message, max_frame=self.broker.max_frame))
         self.transport.close()
         self.broker.remove(self)
 
@@ -389,6 +398,8 @@ class Broker:
         params = self._validate(spec.params, env.payload, env.topic)
         if env.topic == "bus.echo":
             assert isinstance(params, EchoParams)
+            # The request's envelope with "rep" for "req" and without its attachment: never
+            # larger than the request, which was within the limit.
             reply = encode_frame("rep", env.topic, env.payload, seq=env.seq, ts=env.ts)
             conn.send(reply, Delivery.EVENT, "")
             return
@@ -396,13 +407,18 @@ class Broker:
         if server is None:
             self._error(conn, env.topic, env.seq, "no-such-method", f"nobody serves {env.topic}")
             return
-        self._next_id += 1
-        rid = self._next_id
+        rid = self._next_id + 1
+        fwd = encode_frame("req", env.topic, bytes(env.payload), seq=rid, ts=env.ts)
+        if frame_size(fwd) > self.max_frame:
+            # The broker's id can take more bytes than the requester's: a request at the limit
+            # grows past it, and the server's decoder would refuse it by closing its connection.
+            self._too_large(conn, env.topic, env.seq, "request", frame_size(fwd))
+            return
+        self._next_id = rid
         self.inflight[rid] = (conn, env.seq, env.topic, server)
         now = time.monotonic()
         self._inflight_since[rid] = now
         self._expire_requests(now)
-        fwd = encode_frame("req", env.topic, bytes(env.payload), seq=rid, ts=env.ts)
         server.send(fwd, Delivery.EVENT, "")
 
     def _expire_requests(self, now: float) -> None:
@@ -437,13 +453,27 @@ class Broker:
             self._error(requester, method, req_id, "bad-reply", str(exc))
             raise
         out = encode_frame(env.kind, method, bytes(env.payload), seq=req_id, ts=env.ts)
+        if frame_size(out) > self.max_frame:
+            # Re-encoded with the requester's id (and the method's name), a reply within the
+            # limit can grow past it; the requester's decoder would refuse it by closing its
+            # connection. The server did nothing wrong: it keeps its connection.
+            self._too_large(requester, method, req_id, "reply", frame_size(out))
+            return
         requester.send(out, Delivery.EVENT, "")
+
+    def _too_large(self, conn: Connection, method: str, req_id: int, what: str, size: int) -> None:
+        self.stats.too_large += 1
+        log.warning(
+            "%s: %s of %d bytes for %r exceeds the frame limit; sent an error", method, what, size, conn
+        )
+        message = (
+            f"{what}-too-large: {what} of {size} bytes exceeds the frame limit of {self.max_frame} bytes"
+        )
+        self._error(conn, method, req_id, f"{what}-too-large", message)
 
     def _error(self, conn: Connection, method: str, req_id: int, code: str, message: str) -> None:
         conn.send(
-            encode_frame("err", method, encode_payload(ErrorInfo(code, message)), seq=req_id),
-            Delivery.EVENT,
-            "",
+            encode_error(method, code, message, seq=req_id, max_frame=self.max_frame), Delivery.EVENT, ""
         )
 
     def flush(self) -> None:

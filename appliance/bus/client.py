@@ -27,7 +27,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from appliance.bus.framing import DEFAULT_MAX_FRAME, ErrorInfo, Frame, FrameDecoder, encode_frame
+from appliance.bus.framing import (
+    DEFAULT_MAX_FRAME,
+    MAX_TOPIC,
+    PREFIX_SIZE,
+    ErrorInfo,
+    Frame,
+    FrameDecoder,
+    encode_error,
+    encode_frame,
+    frame_size,
+)
 from appliance.bus.topics import (
     EVENT,
     STATE,
@@ -215,6 +225,8 @@ class BusClient:
         self.path = str(path)
         self.name = name
         self.max_frame = max_frame
+        # The largest whole frame (prefix included) the broker accepts.
+        self._max_wire = max_frame + PREFIX_SIZE
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._proto: _Protocol | None = None
@@ -242,16 +254,19 @@ class BusClient:
         self._outbox: deque[bytes] = deque(maxlen=outbox)
         # Frames written in one turn of the event loop leave in one writelines call (corking):
         # a burst of publishes costs one system call instead of one each, and the broker reads
-        # them in one chunk. The flag per frame says whether it is an event, kept for the
-        # outbox should the connection die before the flush.
+        # them in one chunk. The delivery per frame (None: not a publish) says what becomes of
+        # it should the connection die before the flush: an event goes to the outbox.
         self._wbuf: list[bytes] = []
-        self._wbuf_events: list[bool] = []
+        self._wbuf_delivery: list[Delivery | None] = []
         self._wbuf_bytes = 0
         self._wbuf_proto: _Protocol | None = None
         self._flush_handle: asyncio.Handle | None = None
         self._held: set[Subscription] = set()
         self.reconnects = 0
+        # Messages published but never sent: telemetry while down, events the full outbox
+        # dropped. Logged at each reconnect (the part since the last one).
         self.dropped_while_down = 0
+        self._dropped_logged = 0
         # Why the broker last closed this connection (its err frame with seq 0), if it said.
         self.last_error: ErrorInfo | None = None
 
@@ -377,12 +392,21 @@ class BusClient:
             fut = self._pending.get(rid)
             if fut is not None and not fut.done():
                 proto.transport.write(resend)
+        dropped = self.dropped_while_down - self._dropped_logged
+        if dropped:
+            self._dropped_logged = self.dropped_while_down
+            log.warning(
+                "bus: %d messages dropped while disconnected (telemetry, or events past the outbox of %d)",
+                dropped,
+                self._outbox.maxlen,
+            )
 
     # --- publishing -------------------------------------------------------------------------
 
     def _spec(self, topic: str) -> TopicSpec:
         spec = self._pub_specs.get(topic)
         if spec is None:
+            _check_topic_length(topic)
             spec = topic_spec(topic)
             if spec is None:
                 raise FrameError(f"unknown topic {topic!r}: declare it in appliance/bus/topics.py")
@@ -408,7 +432,6 @@ class BusClient:
             raise FrameError(f"{topic} takes no attachment")
         if seq is None:
             seq = self._seqs.get(topic, 0) + 1
-        self._seqs[topic] = seq
         frame = encode_frame(
             "pub",
             topic,
@@ -417,19 +440,26 @@ class BusClient:
             ts=time.monotonic() if ts is None else ts,
             attachment=attachment,
         )
+        if len(frame) > self._max_wire:
+            # The broker would refuse it by closing this connection, cutting off every other
+            # publish, subscription and request of this daemon; and a state value would be
+            # sent again on every reconnect. Refused here, before anything is kept.
+            size = frame_size(frame)
+            raise FrameError(
+                f"{topic}: frame of {size} bytes exceeds the frame limit of {self.max_frame} bytes"
+            )
+        self._seqs[topic] = seq
         delivery = spec.delivery
         if delivery is STATE:
             self._states[topic] = frame
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.lost.done():
-            self._write(proto, frame, delivery is EVENT)
+            self._write(proto, frame, delivery)
             return True
         if delivery is EVENT:
             if self._wbuf:
                 self._flush()  # events corked for the dead connection go to the outbox first
-            if len(self._outbox) == self._outbox.maxlen:
-                self.dropped_while_down += 1
-            self._outbox.append(frame)
+            self._to_outbox(frame)
             return True
         if delivery is TELEMETRY:
             self.dropped_while_down += 1
@@ -458,12 +488,12 @@ class BusClient:
     # transport report a slow broker (pause_writing) so publish() can wait.
     _CORK_BYTES = 16 * 1024
 
-    def _write(self, proto: _Protocol, frame: bytes, event: bool = False) -> None:
+    def _write(self, proto: _Protocol, frame: bytes, delivery: Delivery | None = None) -> None:
         if self._wbuf_proto is not proto:
             self._flush()
             self._wbuf_proto = proto
         self._wbuf.append(frame)
-        self._wbuf_events.append(event)
+        self._wbuf_delivery.append(delivery)
         self._wbuf_bytes += len(frame)
         if self._wbuf_bytes >= self._CORK_BYTES:
             self._flush()
@@ -474,19 +504,29 @@ class BusClient:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        frames, events = self._wbuf, self._wbuf_events
+        frames, deliveries = self._wbuf, self._wbuf_delivery
         if not frames:
             return
         proto = self._wbuf_proto
-        self._wbuf, self._wbuf_events, self._wbuf_bytes = [], [], 0
+        self._wbuf, self._wbuf_delivery, self._wbuf_bytes = [], [], 0
         if proto is not None and proto.transport is not None and not proto.lost.done():
             proto.transport.writelines(frames)
             return
         # The connection died before the flush: events wait in the outbox like any published
-        # while down; requests are resent from _sent on reconnect; telemetry is stale anyway.
-        for frame, event in zip(frames, events, strict=True):
-            if event:
-                self._outbox.append(frame)
+        # while down; state is re-published from _states and requests resent from _sent on
+        # reconnect; telemetry is stale anyway, and dropped as telemetry published while down
+        # is, so counted the same.
+        for frame, delivery in zip(frames, deliveries, strict=True):
+            if delivery is EVENT:
+                self._to_outbox(frame)
+            elif delivery is TELEMETRY:
+                self.dropped_while_down += 1
+
+    def _to_outbox(self, frame: bytes) -> None:
+        # Full, the outbox drops its oldest event: counted like telemetry dropped while down.
+        if len(self._outbox) == self._outbox.maxlen:
+            self.dropped_while_down += 1
+        self._outbox.append(frame)
 
     # --- subscribing ------------------------------------------------------------------------
 
@@ -495,6 +535,7 @@ class BusClient:
         if not pattern or "*" in pattern[:-1]:
             # The broker cuts off a client for it, and this one would send it on every reconnect.
             raise FrameError(f"bad subscription pattern {pattern!r}")
+        _check_topic_length(pattern)
         sub = Subscription(self, pattern, maxsize)
         first = all(s.pattern != pattern for s in self._subs)
         self._subs.append(sub)
@@ -539,6 +580,13 @@ class BusClient:
             raise TypeError(f"{method} takes {spec.params.__name__}, not {type(params).__name__}")
         rid = next(self._ids)
         frame = encode_frame("req", method, _encoder.encode(params), seq=rid, ts=time.monotonic())
+        if len(frame) > self._max_wire:
+            # The broker would close this connection for it, and it would be resent on every
+            # reconnect until the timeout.
+            size = frame_size(frame)
+            raise FrameError(
+                f"{method}: request of {size} bytes exceeds the frame limit of {self.max_frame} bytes"
+            )
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
@@ -567,8 +615,8 @@ class BusClient:
         spec = method_spec(env.topic)
         handler = self._handlers.get(env.topic)
         if spec is None or handler is None:
-            reply = encode_frame(
-                "err", env.topic, _encoder.encode(ErrorInfo("no-such-method", env.topic)), seq=env.seq
+            reply = encode_error(
+                env.topic, "no-such-method", env.topic, seq=env.seq, max_frame=self.max_frame
             )
         else:
             try:
@@ -577,12 +625,24 @@ class BusClient:
                 if not isinstance(result, spec.result):
                     raise TypeError(f"handler returned {type(result).__name__}, not {spec.result.__name__}")
                 reply = encode_frame("rep", env.topic, _encoder.encode(result), seq=env.seq)
+                if len(reply) > self._max_wire:
+                    # The broker would refuse it by closing this daemon's whole connection, and
+                    # the requester would wait for its timeout: it gets this error at once.
+                    message = (
+                        f"reply-too-large: reply of {frame_size(reply)} bytes exceeds the frame limit"
+                        f" of {self.max_frame} bytes"
+                    )
+                    log.error("%s: %s; sent an error instead", env.topic, message)
+                    reply = encode_error(
+                        env.topic, "reply-too-large", message, seq=env.seq, max_frame=self.max_frame
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("%s failed: %s", env.topic, exc)
-                info = ErrorInfo(type(exc).__name__, str(exc)[:1000])
-                reply = encode_frame("err", env.topic, _encoder.encode(info), seq=env.seq)
+                reply = encode_error(
+                    env.topic, type(exc).__name__, str(exc), seq=env.seq, max_frame=self.max_frame
+                )
         if self._proto is not proto:
             # Asked on a connection since lost: the broker has answered the requester already
             # (server-gone) or was restarted, and a restarted broker may have given this id to
@@ -662,6 +722,13 @@ class BusClient:
             task.add_done_callback(self._handler_tasks.discard)
         else:
             raise BusError(f"unexpected {kind} frame from the broker")
+
+
+def _check_topic_length(topic: str) -> None:
+    # The broker closes the connection of a client that sends a longer one (and a subscription
+    # would be sent again on every reconnect): refused here instead, with the broker's words.
+    if len(topic) > MAX_TOPIC:
+        raise FrameError(f"topic name of {len(topic)} characters; the limit is {MAX_TOPIC}")
 
 
 def _error_info(payload: msgspec.Raw) -> ErrorInfo:

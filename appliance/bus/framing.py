@@ -23,6 +23,8 @@ PREFIX = struct.Struct(">II")
 PREFIX_SIZE = PREFIX.size
 DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 MAX_HEADER = 1024 * 1024
+# The longest topic or pattern the broker accepts, in characters; the client refuses longer ones.
+MAX_TOPIC = 256
 
 # hello: a client names itself. sub/unsub: topic is an exact topic or a prefix ending in "*".
 # pub: a message on a topic. serve/unserve: register as the server of a method.
@@ -65,6 +67,28 @@ def encode_frame(
     header = _encoder.encode(Envelope(kind, topic, seq, ts, msgspec.Raw(payload)))
     att = b"" if attachment is None else attachment
     return b"".join((PREFIX.pack(len(header), len(att)), header, att))
+
+
+def frame_size(frame: bytes) -> int:
+    """The size a frame counts against the limit: header and attachment, not the prefix."""
+    return len(frame) - PREFIX_SIZE
+
+
+def encode_error(
+    topic: str, code: str, message: str, *, seq: int = 0, max_frame: int = DEFAULT_MAX_FRAME
+) -> bytes:
+    """An err frame that always fits within max_frame.
+
+    The message names what went wrong and may quote what the peer sent; a frame over the limit
+    would be refused by the reader, closing its connection, so the message is cut to fit
+    (a topic is at most a few hundred bytes, the limit at least 1 KiB).
+    """
+    message = message[:1000]
+    while True:
+        frame = encode_frame("err", topic, encode_payload(ErrorInfo(code, message)), seq=seq)
+        if frame_size(frame) <= max_frame or not message:
+            return frame
+        message = message[: len(message) // 2]
 
 
 def decode_header(header: bytes | memoryview) -> Envelope:
