@@ -21,6 +21,10 @@ measurements behind that split). When the database cannot be written, results wa
 memory in order and are published once written; screening itself, the screen and the LEDs,
 go on.
 
+A Pi has no real-time clock, so the wall clock may be stepped (by weeks) once NTP syncs: the
+store is given this boot's id and CLOCK_BOOTTIME, each result its boottime, and the tick asks
+the store to correct this boot's events right after a step (events.py explains how).
+
 Bus methods: ``screening.events_since`` (what a reconnecting consumer missed) and
 ``screening.calibrate`` (collects frames of a reference person, stores and applies the offset).
 """
@@ -58,7 +62,16 @@ from appliance.runtime import Runtime
 from appliance.screening import calstore
 from appliance.screening.configure import settings_with_calibration
 from appliance.screening.estimator import calibration_offset
-from appliance.screening.events import Appended, Draft, EventStore, is_busy, is_damage, path_in
+from appliance.screening.events import (
+    Appended,
+    Draft,
+    EventStore,
+    current_boot_id,
+    is_busy,
+    is_damage,
+    path_in,
+    read_boottime,
+)
 from appliance.screening.machine import ScreeningMachine
 from appliance.screening.outputs import Outputs, indication
 from appliance.screening.records import FrameInput, ScreeningResult, Step
@@ -142,12 +155,17 @@ class ScreeningService:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        boottime: Callable[[], float] = read_boottime,
+        boot_id: Callable[[], str | None] = current_boot_id,
     ) -> None:
         self.config = config
         self.bus = bus
         self.outputs = outputs
         self.clock = clock
         self.wall = wall
+        # With the boot id, what events.db tells a stepped wall clock by (see events.py).
+        self.boottime = boottime
+        self.boot_id = boot_id
         self.started = clock()
         self._last_tick = self.started
         self.idle_period_s = 1.0 / config.thermal.idle_fps
@@ -185,6 +203,8 @@ class ScreeningService:
         self._frame_rx: float | None = None
         self.inside_ms: deque[float] = deque(maxlen=200)
         self._next_purge = 0.0
+        self._clock_retry_at = 0.0
+        self._clock_problem: str | None = None
         self._load_settings()
 
     # --- settings and store -------------------------------------------------------------------
@@ -211,7 +231,13 @@ class ScreeningService:
         """Open events.db (or try again); a failure leaves screening running, degraded."""
         self._next_store_try = self.clock() + RETRY_STORE_S
         try:
-            self.store = EventStore.open(self.store_path, seq_floor=self.last_seq)
+            self.store = EventStore.open(
+                self.store_path,
+                seq_floor=self.last_seq,
+                boot_id=self.boot_id,
+                now=self.wall,
+                boottime=self.boottime,
+            )
         except StateError as exc:
             self.store = None
             self._store_failed(f"events.db unusable: {exc}")
@@ -263,10 +289,29 @@ class ScreeningService:
         if n:
             log.info("events: purged %d events older than %d days", n, self.config.screening.retention_days)
 
+    def check_clock(self) -> None:
+        """Correct this boot's events in events.db right after a wall-clock step, so that the
+        setup page and the export (which read the file) show the right date at once; append
+        and purge would otherwise do it only when they next run."""
+        if self.store is None or self.clock() < self._clock_retry_at:
+            return
+        try:
+            self.store.check_clock()
+        except (sqlite3.Error, StateError) as exc:
+            # append and purge try again themselves (and report their own failures); here only
+            # a pause, so a locked file cannot block every tick for the busy timeout.
+            self._clock_retry_at = self.clock() + (BUSY_RETRY_S if is_busy(exc) else RETRY_STORE_S)
+            if str(exc) != self._clock_problem:
+                log.warning("events: cannot correct this boot's events for a clock step yet: %s", exc)
+            self._clock_problem = str(exc)
+            return
+        self._clock_problem = None
+
     # --- results ------------------------------------------------------------------------------
 
     def _record(self, result: ScreeningResult, settings: ScreeningSettings) -> None:
         draft = Draft(
+            boottime=self.boottime(),
             wall_ts=self.wall(),
             start=result.start_t,
             end=result.end_t,
@@ -348,6 +393,7 @@ class ScreeningService:
             self.open_store()
         if self.store is None:
             raise StateError(self.store_problem or "events.db unavailable")
+        self.check_clock()  # a replay with this boot's dates right, also just after a step
         return self.store.since(params.seq, params.limit)
 
     # --- frames -------------------------------------------------------------------------------
@@ -527,6 +573,7 @@ class ScreeningService:
             if not self._gap and silence > self._tolerance(self._last_period):
                 log.warning("no thermal frame for %.2f s: fault until frames resume", silence)
                 self._inject_fault(self._last_rx_ts + silence, NO_THERMAL)
+        self.check_clock()
         if self.pending:
             self.drain()
         elif self.store is None and now >= self._next_store_try:

@@ -7,7 +7,8 @@ Schema (version 1, in ``PRAGMA user_version``)::
 
     events(seq INTEGER, topic TEXT, wall_ts REAL, result TEXT, reason TEXT, threshold_c REAL,
            payload BLOB, PRIMARY KEY (seq, topic)) WITHOUT ROWID
-    meta(key TEXT PRIMARY KEY, value)        last_seq, boot_id, clean, created
+    meta(key TEXT PRIMARY KEY, value)        last_seq, boot_id, clean, created,
+                                             clock_boot_id, clock_offset, clock_first_seq
 
 One row per published message, so a row is an ``EventRecord``: a decided result is a
 ``screening.result`` row; an elevated one also gets an ``alert.fever`` row with the *same*
@@ -43,6 +44,26 @@ was closed cleanly: opened again after a reboot without a clean close, the store
 ``SEQ_SKIP_AFTER_POWER_LOSS`` numbers. A daemon killed without a reboot keeps the page cache,
 so it continues without a gap.
 
+Wall-clock steps. A Raspberry Pi has no real-time clock: it boots on the time of its last
+shutdown (fake-hwclock) or 1970, and the clock steps forward, often by weeks, when NTP first
+syncs, minutes later or much later without a network. Events stamped before that carry a
+stale ``wall_ts``: the retention purge would delete minutes-old fever results as months old,
+and the setup page, the export and the replay would show the wrong date. As in the systemd
+journal, a wall time is trusted together with its boot and a clock that is never stepped:
+within one boot, wall time minus CLOCK_BOOTTIME is constant (NTP's slewing speeds up or slows
+down both alike) and changes only when the clock is stepped. The meta keys ``clock_boot_id``,
+``clock_offset`` (that difference when this boot's events were stamped) and
+``clock_first_seq`` (this boot's first seq: every row at or above it was stamped in this
+boot) survive a daemon restart within the boot. Before every append and purge (and whenever
+the daemon checks, ``check_clock``), a difference that moved by more than
+``CLOCK_STEP_TOLERANCE_S`` means a step: in one transaction with that append or purge, this
+boot's rows get the step added to their ``wall_ts`` and to the ``wall_ts`` in their payload
+(re-encoded, so the replay and the export agree), and the new offset is recorded; it is
+logged once. A result decided before the step and written after it (it waited for the
+database) is corrected from its own ``Draft.boottime``. Earlier boots' rows cannot be
+corrected (nothing links their stamps to this boot's clock) and keep theirs; so do the rows
+of a file from before these keys (they count as an earlier boot's).
+
 A damaged file (not a database, failed integrity check, a schema this firmware does not
 know) is never a crash loop: ``open`` logs it loudly, moves it aside as
 ``events.db.damaged-<UTC time>`` (with its -wal) for a person to look at, and starts a new
@@ -55,6 +76,7 @@ a full or failing disk) is a StateError and is left alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -84,6 +106,14 @@ Topic = Literal["screening.result", "alert.fever"]
 # before a power cut may be missing, and their seqs must not be given to new events.
 SEQ_SKIP_AFTER_POWER_LOSS = 1000
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+# A smaller change of wall minus boot time is not corrected: a leap second (1 s), the small
+# steps timesyncd makes above 0.4 s, a preemption between reading the two clocks. It is a
+# retention and display matter, where seconds do not count; a first NTP sync after a boot
+# without a real-time clock is minutes to decades.
+CLOCK_STEP_TOLERANCE_S = 2.0
+# CLOCK_BOOTTIME: never stepped, and counts a suspend, as the wall clock does (so their
+# difference holds across one); where it is missing (not Linux), the monotonic clock.
+_BOOTTIME_CLOCK: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 WRITER_BUSY_S = 0.25
 
 _SCHEMA = f"""
@@ -142,6 +172,9 @@ class Draft:
     reason: str | None = None
     # The fever threshold in force; an elevated result with an estimate raises alert.fever.
     threshold_c: float | None = None
+    # CLOCK_BOOTTIME read with wall_ts (the store's ``boottime`` clock): if the wall clock is
+    # stepped before the draft is written, its wall_ts is corrected from this. None: as given.
+    boottime: float | None = None
 
     @property
     def alert(self) -> bool:
@@ -201,6 +234,37 @@ def to_messages(draft: Draft, seq: int) -> tuple[ScreeningResult, FeverAlert | N
     return result, alert
 
 
+def read_boottime() -> float:
+    """Seconds since boot, suspend included: the clock events' wall times are checked against."""
+    return time.clock_gettime(_BOOTTIME_CLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class _ClockBase:
+    """Wall minus boot time under which this boot's rows (seq >= first_seq) are stamped."""
+
+    offset: float
+    first_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A clock step corrected inside a transaction, to take effect once it commits."""
+
+    step: float
+    rows: int
+    base: _ClockBase
+
+
+def _span(seconds: float) -> str:
+    s = abs(seconds)
+    if s >= 86400.0:
+        return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
+    if s >= 3600.0:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    return f"{s:.1f} s"
+
+
 def current_boot_id() -> str | None:
     try:
         return BOOT_ID_FILE.read_text().strip() or None
@@ -225,6 +289,10 @@ class EventStore:
         self._flush_lock = threading.Lock()
         self._closed = False
         self._synchronous = "NORMAL"
+        self._wall: Callable[[], float] = time.time
+        self._boottime: Callable[[], float] = read_boottime
+        # The writer's view of this boot's clock (None on a reader, which corrects nothing).
+        self._clock: _ClockBase | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -237,11 +305,14 @@ class EventStore:
         boot_id: str | Callable[[], str | None] | None = current_boot_id,
         now: Callable[[], float] = time.time,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        boottime: Callable[[], float] = read_boottime,
     ) -> EventStore:
         """Open (creating if needed) for writing.
 
         ``seq_floor``: the last seq the caller already handed out (a daemon reopening after
         damage at run time knows it); the next seq is above it whatever the file says.
+        ``boot_id``, ``now`` (the wall clock) and ``boottime`` (CLOCK_BOOTTIME): what clock
+        steps are detected with (see above); the caller's own, so that drafts agree.
         ``synchronous``: NORMAL, as explained above; FULL only to measure the alternative.
         """
         file = Path(path)
@@ -268,6 +339,8 @@ class EventStore:
         store = cls(conn, file, readonly=False)
         store.recovered = recovered
         store._synchronous = synchronous
+        store._wall = now
+        store._boottime = boottime
         try:
             store._start_session(seq_floor, boot)
         except sqlite3.Error as exc:
@@ -312,16 +385,130 @@ class EventStore:
                 last + SEQ_SKIP_AFTER_POWER_LOSS,
             )
             last += SEQ_SKIP_AFTER_POWER_LOSS
+        stored = self._stored_clock(meta, boot)
         # This one commit is synchronous=FULL: the "not closed cleanly" mark must be on disk
         # before any event can depend on it.
         self._conn.execute("PRAGMA synchronous=FULL")
+        step = None
         with self._transaction():
             self._set_meta("last_seq", last)
             self._set_meta("boot_id", boot or "")
             self._set_meta("clean", 0)
             if "created" not in meta:
                 self._set_meta("created", time.time())
+            if stored is not None:
+                # Restarted within the boot: its rows may predate a step made since.
+                self._clock = stored
+                step = self._settle_clock()
+            else:
+                # A new boot (or one that cannot be told apart: no boot id), or a file from
+                # before these keys: every row so far counts as an earlier boot's.
+                self._clock = _ClockBase(self._offset_now(), last + 1)
+                self._set_meta("clock_boot_id", boot or "")
+                self._set_meta("clock_offset", self._clock.offset)
+                self._set_meta("clock_first_seq", self._clock.first_seq)
+        self._settled(step)
         self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    def _stored_clock(self, meta: dict[str, Any], boot: str | None) -> _ClockBase | None:
+        """This boot's clock base from meta, or None if meta holds another boot's (or none)."""
+        if not boot or meta.get("clock_boot_id") != boot:
+            return None
+        try:
+            base = _ClockBase(float(meta["clock_offset"]), int(meta["clock_first_seq"]))
+        except (KeyError, TypeError, ValueError):
+            base = None
+        if base is None or not math.isfinite(base.offset):
+            log.warning(
+                "%s: this boot's clock offset in meta is unreadable (%r, %r); its events so far "
+                "will not be corrected for a clock step",
+                self.path,
+                meta.get("clock_offset"),
+                meta.get("clock_first_seq"),
+            )
+            return None
+        return base
+
+    # --- the wall clock -----------------------------------------------------------------------
+
+    def check_clock(self) -> int:
+        """Correct this boot's events if the wall clock was stepped since they were stamped
+        (append and purge do it too); how many rows were corrected. Two clock reads when it
+        was not. Raises sqlite3.Error (nothing is changed then; the next call tries again)."""
+        self._writable()
+        if self._stepped() is None:
+            return 0
+        with self._transaction():
+            step = self._settle_clock()
+        self._settled(step)
+        return 0 if step is None else step.rows
+
+    def _offset_now(self) -> float:
+        return self._wall() - self._boottime()
+
+    def _stepped(self) -> float | None:
+        """The current wall minus boot time if it moved beyond the tolerance, else None."""
+        if self._clock is None:
+            return None
+        offset = self._offset_now()
+        moved = offset - self._clock.offset
+        # A NaN from a broken clock is not a step: correcting by it would destroy every stamp.
+        return offset if math.isfinite(moved) and abs(moved) > CLOCK_STEP_TOLERANCE_S else None
+
+    def _settle_clock(self) -> _Step | None:
+        """Inside a write transaction: correct this boot's rows for a step. The new base takes
+        effect in ``_settled``, after the commit, so a rollback leaves it to be done again."""
+        offset = self._stepped()
+        if offset is None or self._clock is None:
+            return None
+        step = offset - self._clock.offset
+        updates: list[tuple[float, bytes, int, str]] = []
+        rows = self._conn.execute(
+            "SELECT seq, topic, wall_ts, payload FROM events WHERE seq >= ?", (self._clock.first_seq,)
+        ).fetchall()
+        for seq, topic, wall_ts, payload in rows:
+            corrected = float(wall_ts) + step
+            try:
+                result = _result_decoder.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                # Unreadable either way (skipped on reading); its column is still corrected,
+                # so the purge judges the row's age right.
+                new_payload = bytes(payload)
+            else:
+                new_payload = _encoder.encode(msgspec.structs.replace(result, wall_ts=corrected))
+            updates.append((corrected, new_payload, seq, topic))
+        self._conn.executemany(
+            "UPDATE events SET wall_ts = ?, payload = ? WHERE seq = ? AND topic = ?", updates
+        )
+        self._set_meta("clock_offset", offset)
+        return _Step(step, len(updates), _ClockBase(offset, self._clock.first_seq))
+
+    def _settled(self, step: _Step | None) -> None:
+        """After the commit of a transaction that corrected a step: take it on, say so once."""
+        if step is None:
+            return
+        self._clock = step.base
+        direction = "forward" if step.step > 0 else "back"
+        if step.rows:
+            log.warning(
+                "%s: the wall clock was stepped %s by %s (%.0f s) after this boot's first events "
+                "were stamped (NTP syncing after a boot without a real-time clock?): corrected the "
+                "time of %d rows of this boot (seq %d on); earlier boots' events keep theirs",
+                self.path,
+                direction,
+                _span(step.step),
+                step.step,
+                step.rows,
+                step.base.first_seq,
+            )
+        else:
+            log.info(
+                "%s: the wall clock was stepped %s by %s (%.0f s); no event of this boot to correct",
+                self.path,
+                direction,
+                _span(step.step),
+                step.step,
+            )
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -329,6 +516,17 @@ class EventStore:
         """Give the draft its seq and commit it (and its alert row); raises sqlite3.Error."""
         self._writable()
         with self._transaction():
+            # First the rows already there, so that this one, stamped under the new offset,
+            # is not taken for one of them by a later correction.
+            step = self._settle_clock()
+            base = step.base if step is not None else self._clock
+            if (
+                base is not None
+                and draft.boottime is not None
+                and abs(draft.wall_ts - draft.boottime - base.offset) > CLOCK_STEP_TOLERANCE_S
+            ):
+                # Decided before a step (it waited for the database): its time on today's clock.
+                draft = dataclasses.replace(draft, wall_ts=draft.boottime + base.offset)
             # The high-water mark is read inside the write transaction, so even a second
             # writer by mistake could not hand out the same seq twice.
             seq = int(self._get_meta("last_seq") or 0) + 1
@@ -343,13 +541,18 @@ class EventStore:
                 )
             self._conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._set_meta("last_seq", seq)
+        self._settled(step)
         return Appended(seq, result, alert)
 
     def purge(self, older_than_wall_ts: float) -> int:
         """Delete events older than the given wall time; the seq high-water mark stays."""
         self._writable()
         with self._transaction():
+            # Never on a stale view: this boot's rows stamped before a clock step would look
+            # as old as the step is long.
+            step = self._settle_clock()
             cur = self._conn.execute("DELETE FROM events WHERE wall_ts < ?", (older_than_wall_ts,))
+        self._settled(step)
         return int(cur.rowcount)
 
     def flush(self) -> None:

@@ -630,3 +630,100 @@ def test_results_waiting_for_events_db_at_shutdown_are_written_or_reported_lost(
     with caplog.at_level("ERROR"):
         svc.close_store()
     assert any("1 result" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
+
+
+# --- a wall clock stepped by NTP (no real-time clock on a Pi) -------------------------------------
+
+
+class _Clocks:
+    """The service's wall clock and CLOCK_BOOTTIME; a step moves the wall clock only."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall_s, self.boot_s = wall, 15.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def boottime(self) -> float:
+        return self.boot_s
+
+    def advance(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.boot_s += seconds
+
+
+def _clocked_service(config: AppConfig, clocks: _Clocks, bus: _Bus | None = None) -> ScreeningService:
+    return ScreeningService(
+        config,
+        bus or _Bus(),  # type: ignore[arg-type]
+        Outputs(config.gpio, factory=MockFactory()),
+        wall=clocks.wall,
+        boottime=clocks.boottime,
+        boot_id=lambda: "boot-now",
+    )
+
+
+def _stamps(db: Path) -> list[tuple[int, str, float, float]]:
+    with EventStore.open_readonly(db) as ro:
+        return [(e.seq, e.topic, e.wall_ts, e.result.wall_ts) for e in ro.rows()]
+
+
+def test_results_from_before_ntp_synced_survive_the_purge_of_a_restarted_daemon(tmp_path: Path) -> None:
+    # Booted on a clock 60 days stale; two people screened; the daemon restarts after NTP has
+    # stepped the clock (same boot). Its start-up purge used to delete both results.
+    config = make_config(tmp_path / "state", tmp_path)
+    true_now = float(int(time.time()))  # whole seconds: the sums below are exact
+    clocks = _Clocks(true_now - 60 * 86400)
+    svc = _clocked_service(config, clocks)
+    svc.open_store()
+    svc._record(CoreResult(0.0, 1.0, "elevated", 39.0, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    clocks.advance(40.0)
+    svc._record(CoreResult(40.0, 41.0, "normal", 36.6, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    svc.close_store()
+    clocks.advance(60.0)
+    clocks.wall_s += 60 * 86400  # NTP syncs
+    svc = _clocked_service(config, clocks)
+    svc.open_store()  # purges at once
+    assert [(s, t) for s, t, *_ in _stamps(svc.store_path)] == [
+        (1, "screening.result"), (1, "alert.fever"), (2, "screening.result"),
+    ]  # fmt: skip
+    got = {(s, t): (a, b) for s, t, a, b in _stamps(svc.store_path)}
+    assert got[(1, "screening.result")] == got[(1, "alert.fever")] == (true_now, true_now)
+    assert got[(2, "screening.result")] == (true_now + 40.0, true_now + 40.0)
+    svc.close_store()
+
+
+def test_the_tick_corrects_at_once_and_a_result_that_waited_gets_todays_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path / "state", tmp_path)
+    stale = float(int(time.time())) - 60 * 86400  # whole seconds: the sums below are exact
+    clocks = _Clocks(stale)
+    bus = _Bus()
+    svc = _clocked_service(config, clocks, bus)
+    svc.open_store()
+    svc._record(CoreResult(0.0, 1.0, "normal", 36.6, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    real_append = EventStore.append
+
+    def full_append(self: EventStore, draft: Draft) -> Any:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(EventStore, "append", full_append)
+    clocks.advance(10.0)
+    svc._record(CoreResult(10.0, 11.0, "elevated", 39.0, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
+    assert len(svc.pending) == 1
+    monkeypatch.setattr(EventStore, "append", real_append)
+    clocks.advance(5.0)
+    clocks.wall_s += 60 * 86400  # NTP syncs while the second result waits
+    svc.tick()  # the setup page and the export read the file: they see the right date at once
+    assert _stamps(svc.store_path) == [(1, "screening.result", stale + 60 * 86400, stale + 60 * 86400)]
+    svc._write_retry_at = 0.0
+    svc.drain()
+    assert not svc.pending
+    published = [m.wall_ts for t, m in bus.sent if t in ("screening.result", "alert.fever")]
+    assert published == [stale, stale + 60 * 86400 + 10.0, stale + 60 * 86400 + 10.0]
+    page = svc.events_since(EventsSince(seq=0))
+    assert [e.result.wall_ts for e in page.events] == [stale + 60 * 86400, *published[1:]]
+    svc.close_store()
