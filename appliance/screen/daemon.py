@@ -1,13 +1,16 @@
 """`appliance run screen`: the status screen, driven by the bus.
 
-    screening.state, thermal.*, camera.*, pairing.status, setup.code, call.*
+    screening.state, health.screening, thermal.*, camera.*, pairing.status, setup.code, call.*
         --> ScreenService.on_message (Inputs) --> refresh(): compose -> View
                                                       |  same as the last one drawn: nothing
                                                       +-- else: Renderer.render, flip, sound cue
 
 Redraws happen only when the view changes: a new state, a new frame seq, a countdown that
 ticked. Bursts are coalesced to at most MAX_FPS redraws a second. A slow tick (TICK_S) lets
-countdowns move and stale frames drop out while nothing arrives.
+countdowns move and stale frames drop out while nothing arrives, and lets the screen notice
+that the screening daemon went quiet or the bus link went down (each tick tells the view model
+whether the bus is connected): the view model then replaces the retained screening state with
+"screening unavailable" (see view.py).
 
 Config changes to what the screen shows (screen.language, screen.sounds,
 screen.hide_elevated_reading, screening.units) apply live: the config file is watched.
@@ -54,12 +57,15 @@ class ScreenService:
         target: pygame.Surface,
         present: Callable[[], None],
         sounds: Sounds,
+        bus_connected: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.settings = DisplaySettings.from_config(config)
         self.target = target
         self.present = present
         self.sounds = sounds
+        # Asked on every refresh: a lost link says nothing on the bus, by definition.
+        self.bus_connected = bus_connected
         self.renderer = Renderer(target.get_size())
         self.inputs = Inputs()
         self.camera = RingFeed(config.paths.run_dir, "camera preview")
@@ -81,7 +87,9 @@ class ScreenService:
             else:
                 self.inputs.note_remote(now)
             return True
-        return self.inputs.apply(rx.topic, msg, now)
+        # rx.ts: when it was published (the publisher's monotonic clock, the same as ours), so
+        # a state the broker retained long ago is seen as old, not as news.
+        return self.inputs.apply(rx.topic, msg, now, rx.ts)
 
     def reload(self, config: AppConfig) -> None:
         self.config = config
@@ -90,6 +98,8 @@ class ScreenService:
 
     def refresh(self, wall_now: float, mono_now: float) -> bool:
         """Draw if the view changed; True when it did."""
+        if self.bus_connected is not None:
+            self.inputs.note_bus(self.bus_connected(), mono_now)
         view = compose(self.inputs, self.settings, wall_now, mono_now)
         if view == self.view:
             return False
@@ -243,7 +253,7 @@ async def start(rt: Runtime) -> ScreenService:
     rt.stack.callback(display.close)
     sounds = Sounds(rt.config.screen.sounds)
     rt.stack.callback(sounds.close)
-    svc = ScreenService(rt.config, display.surface, display.flip, sounds)
+    svc = ScreenService(rt.config, display.surface, display.flip, sounds, lambda: bus.connected)
     rt.stack.callback(svc.close)
     dirty = asyncio.Event()
     for topic in (*TOPICS, *FRAME_TOPICS):

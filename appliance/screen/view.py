@@ -11,10 +11,22 @@ Which screen wins when several apply, highest first:
 1. setup code: the technician asked for it on the setup page and is reading it off the screen
    (standing in front of the kiosk, which would otherwise show "step up to the mark");
 2. pairing code: likewise, read or scanned by whoever pairs the kiosk;
-3. fault: the sensor or the screening daemon is out of order;
-4. warming up: the sensor (or the screening daemon) is not ready yet, or not heard from;
-5. the screening state: idle, the positioning prompts, measuring, the result;
+3. screening unavailable: no live screening daemon backs the screening state (see below);
+4. fault: the sensor or the screening daemon is out of order;
+5. warming up: the sensor (or the screening daemon) is not ready yet, or not heard from;
+6. the screening state: idle, the positioning prompts, measuring, the result;
    while idle with staff talking, the call screen.
+
+The broker keeps the last screening.state for ever. A screening daemon that crashed (past
+systemd's start limit), hangs or lost the bus says nothing more, and its last verdict ("normal,
+you may go in") would stay up for whoever walks past. So the screening state is shown only
+while the screening daemon is heard from (`screening_live`): its health.screening heartbeat
+(every HEALTH_HEARTBEAT_S) is younger than HEALTH_STALE_S and does not say "stopping", and
+the screen's own bus link is up. Otherwise the screen says "screening unavailable, please
+wait for staff" until fresh news arrive. How long a live daemon's result stays up is the
+screening machine's decision alone (held while the answered person stays, ended when they
+leave, are replaced or become background): a second limit here would show "unavailable" to
+someone who merely lingers.
 
 Whatever the screen, the top bar says when staff are listening or watching, and an active
 call adds the staff video (picture in picture) and the chat lines.
@@ -28,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from appliance.config import AppConfig
+from appliance.runtime import HEALTH_HEARTBEAT_S
 from appliance.screen.model import Inputs
 from appliance.screen.palette import Tone
 from appliance.screen.strings import Key, Language, text
@@ -47,6 +60,7 @@ ScreenKind = Literal[
     "elevated",
     "retry",
     "fault",
+    "unavailable",
     "pairing",
     "setup-code",
     "call",
@@ -81,6 +95,9 @@ CHAT_TEXT_CHARS = 160
 # ScreeningState.estimate_c (a plain float) lets through, is no reading: it shows as missing.
 READING_MIN_C = -40.0
 READING_MAX_C = 150.0
+# The screening daemon is taken for gone when its last health.screening is older than this:
+# a few heartbeats, so one heartbeat late behind a busy event loop does not blank the screen.
+HEALTH_STALE_S = 2.5 * HEALTH_HEARTBEAT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +192,20 @@ def _fresh(at: float | None, mono_now: float, limit: float) -> bool:
     return at is not None and 0.0 <= mono_now - at <= limit
 
 
+def screening_live(inp: Inputs, mono_now: float) -> bool:
+    """Whether a live screening daemon backs inp.screening (see the module docstring)."""
+    if not inp.bus_up:
+        return False  # nothing the screen holds is current any more
+    health = inp.screening_health
+    if health is None:
+        # Never heard from. A live daemon's retained health arrives as soon as the screen
+        # subscribes; past a few heartbeats of listening, there is no screening daemon.
+        return inp.bus_since is None or mono_now - inp.bus_since <= HEALTH_STALE_S
+    if health.state == "stopping":
+        return False
+    return _fresh(inp.screening_health_at, mono_now, HEALTH_STALE_S)
+
+
 # The screening states that are prompts, with their tone, icon and strings.
 _PROMPTS: dict[str, tuple[ScreenKind, Tone, Icon, Key, Key]] = {
     "idle": ("idle", "neutral", "person", "idle_title", "idle_body"),
@@ -245,8 +276,10 @@ def compose(inp: Inputs, settings: DisplaySettings, wall_now: float, mono_now: f
     if watching and not talking:
         status.append(text(lang, "staff_watching"))
     call_active = talking or watching
-    view = _main_view(inp, settings, wall_now, talking)
-    if view.kind not in ("setup-code", "pairing", "fault"):
+    view = _main_view(inp, settings, wall_now, mono_now, talking)
+    # No live picture without screening: a camera picture with its guide frame would suggest
+    # that a measurement is going on.
+    if view.kind not in ("setup-code", "pairing", "fault", "unavailable"):
         view = dataclasses.replace(view, preview=_preview(inp, view.kind, mono_now, lang, call_active))
     return dataclasses.replace(
         view,
@@ -256,7 +289,9 @@ def compose(inp: Inputs, settings: DisplaySettings, wall_now: float, mono_now: f
     )
 
 
-def _main_view(inp: Inputs, settings: DisplaySettings, wall_now: float, talking: bool) -> View:
+def _main_view(
+    inp: Inputs, settings: DisplaySettings, wall_now: float, mono_now: float, talking: bool
+) -> View:
     lang = settings.language
 
     def t(key: Key) -> str:
@@ -289,6 +324,15 @@ def _main_view(inp: Inputs, settings: DisplaySettings, wall_now: float, talking:
             code=pairing.user_code,
             code_expiry=_remaining(pairing.expires_at, wall_now, lang),
             qr=pairing.verification_uri_complete,
+        )
+
+    if not screening_live(inp, mono_now):
+        return View(
+            kind="unavailable",
+            tone="fault",
+            icon="fault",
+            title=t("unavailable_title"),
+            body=t("unavailable_body"),
         )
 
     state = inp.screening

@@ -27,6 +27,7 @@ from appliance.bus.framering import FrameRingWriter, ring_path
 from appliance.bus.topics import (
     CallState,
     ChatMessage,
+    EchoParams,
     FrameRingNotice,
     Health,
     PairingStatus,
@@ -39,7 +40,7 @@ from appliance.bus.topics import (
 from appliance.camera import PREVIEW_FORMAT, PREVIEW_RING
 from appliance.config import AppConfig, load_config
 from appliance.runtime import Runtime
-from appliance.screen import daemon
+from appliance.screen import daemon, view
 from appliance.screen.daemon import ScreenService
 from appliance.screen.palette import TONES
 from appliance.screen.strings import CATALOGUE
@@ -272,3 +273,104 @@ async def test_appliance_run_screen_as_its_own_process(run_dir: Path) -> None:
         notify.close()
         await bus_proc.stop()
         bus_proc.notify.close()
+
+
+@contextlib.asynccontextmanager
+async def screening_side(config: AppConfig, heartbeat_s: float) -> AsyncIterator[tuple[Runtime, BusClient]]:
+    """A stand-in for the screening daemon: the real Runtime (its health.screening, its
+    heartbeat), without the sensor. Leaving the block without rt._shutdown() is a crash: the
+    connection goes, nothing more is said, the broker keeps the last state and health."""
+    rt = Runtime("screening", config)
+    async with rt.stack:
+        bus = await rt.connect_bus()
+        rt.ready("test stand-in")
+        beat = asyncio.create_task(rt._heartbeat(heartbeat_s))
+        try:
+            yield rt, bus
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+
+async def test_a_crashed_screening_daemon_takes_its_result_off_the_screen(
+    broker: Broker, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Heartbeats every 0.1 s, judged stale after 1 s: the test waits for conditions, never
+    # for the real 10 s heartbeat.
+    monkeypatch.setattr(view, "HEALTH_STALE_S", 1.0)
+    config = load_config(write_config(run_dir))
+    async with running(config) as (rt, svc, bus):
+        bus.publish_nowait("thermal.status", ThermalStatus(state="ok"))
+        async with screening_side(config, 0.1) as (_, screening):
+            screening.publish_nowait("screening.state", ScreeningState(state="result", result="normal"))
+            await until(showing(svc, "normal"), "the result")
+        # The screening daemon is gone (killed): its result stays retained on the broker.
+        await until(showing(svc, "unavailable"), "the unavailable screen")
+        assert svc.report is not None and svc.report.text_of("title") == EN["unavailable_title"]
+        assert rt._status == "showing unavailable"
+        # systemd starts it again: fresh health, fresh state, the screen follows.
+        async with screening_side(config, 0.1) as (_, screening):
+            screening.publish_nowait("screening.state", ScreeningState(state="idle"))
+            await until(showing(svc, "idle"), "idle once screening is back")
+
+
+async def test_a_stopping_screening_daemon_takes_its_prompt_off_the_screen(
+    broker: Broker, run_dir: Path
+) -> None:
+    config = load_config(write_config(run_dir))
+    async with running(config) as (_, svc, bus):
+        bus.publish_nowait("thermal.status", ThermalStatus(state="ok"))
+        async with screening_side(config, 10.0) as (side, screening):
+            screening.publish_nowait("screening.state", ScreeningState(state="measuring", progress=0.5))
+            await until(showing(svc, "measuring"), "measuring")
+            # As `systemctl stop` does: health.screening says stopping. Well before the
+            # heartbeat could go stale (HEALTH_STALE_S is more than until()'s timeout).
+            assert view.HEALTH_STALE_S > 10.0
+            await side._shutdown()
+            await until(showing(svc, "unavailable"), "the unavailable screen")
+
+
+async def test_a_result_retained_from_long_ago_is_not_shown_when_the_screen_starts(
+    broker: Broker, run_dir: Path
+) -> None:
+    config = load_config(write_config(run_dir))
+    # A screening daemon that died ten minutes ago: the broker still holds its last health
+    # and its last verdict, both published then (the envelope's monotonic time).
+    async with BusClient(config.paths.run_dir / "bus.sock", "screening-long-gone") as gone:
+        then = time.monotonic() - 600
+        gone.publish_nowait("thermal.status", ThermalStatus(state="ok"))
+        gone.publish_nowait(
+            "health.screening", Health(daemon="screening", state="ready", pid=1, started_ts=1.0), ts=then
+        )
+        gone.publish_nowait(
+            "screening.state", ScreeningState(state="result", result="normal", estimate_c=36.6), ts=then
+        )
+        await gone.request("bus.echo", EchoParams())  # everything above reached the broker
+    async with running(config) as (_, svc, _bus):
+        await until(
+            lambda: svc.inputs.screening is not None and svc.inputs.screening_health is not None,
+            "the retained state and health",
+        )
+        await until(showing(svc, "unavailable"), "the unavailable screen")
+        assert "normal" not in svc.sounds.played
+        # The screening daemon starts again: its fresh health and state are shown.
+        async with screening_side(config, 10.0) as (_, screening):
+            screening.publish_nowait("screening.state", ScreeningState(state="idle"))
+            await until(showing(svc, "idle"), "idle")
+
+
+async def test_losing_the_bus_shows_unavailable_until_it_is_back(broker: Broker, run_dir: Path) -> None:
+    config = load_config(write_config(run_dir))
+    async with running(config) as (_, svc, _bus), screening_side(config, 10.0) as (_, screening):
+        screening.publish_nowait("thermal.status", ThermalStatus(state="ok"))
+        screening.publish_nowait("screening.state", ScreeningState(state="too-far"))
+        await until(showing(svc, "too-far"), "too far")
+        await broker.close()
+        await until(showing(svc, "unavailable"), "the unavailable screen")
+        again = Broker()
+        await again.start(run_dir / "bus.sock")
+        try:
+            # Every client reconnects by itself and publishes its states again.
+            await until(showing(svc, "too-far"), "too far once the bus is back")
+        finally:
+            await again.close()

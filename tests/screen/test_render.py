@@ -19,6 +19,7 @@ from appliance.bus.topics import (
     CallState,
     CameraStatus,
     ChatMessage,
+    Health,
     PairingStatus,
     ScreeningState,
     SetupCode,
@@ -72,6 +73,10 @@ CASES: dict[str, Case] = {
     "elevated": lambda: inputs(screening=ScreeningState(state="result", result="elevated", estimate_c=38.6)),
     "retry": lambda: inputs(screening=ScreeningState(state="result", result="retry")),
     "fault": lambda: inputs(screening=ScreeningState(state="fault"), thermal=ThermalStatus(state="fault")),
+    "unavailable": lambda: inputs(
+        screening=ScreeningState(state="result", result="normal", estimate_c=36.7),
+        screening_health=Health(daemon="screening", state="stopping", pid=1, started_ts=0.0),
+    ),
     "pairing": lambda: inputs(
         screening=ScreeningState(state="idle"),
         pairing=PairingStatus(

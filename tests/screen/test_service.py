@@ -56,11 +56,15 @@ def test_nothing_is_redrawn_without_a_change(tmp_path: Path) -> None:
     svc, presented = service(tmp_path)
     assert refresh(svc) and presented.count == 1
     assert not refresh(svc) and not refresh(svc)
-    idle = ScreeningState(state="idle")
-    assert svc.on_message(rx("screening.state", idle))
+    idle = rx("screening.state", ScreeningState(state="idle"))
+    assert svc.on_message(idle)
     assert refresh(svc) and presented.count == 2
-    # The same state again (a retained value on reconnect) is no change at all.
-    assert not svc.on_message(rx("screening.state", ScreeningState(state="idle")))
+    # The same state again (a retained value on reconnect: the same envelope, its time the
+    # original publication's) is no change at all.
+    assert not svc.on_message(Received(idle.topic, idle.seq, idle.ts, ScreeningState(state="idle")))
+    assert not refresh(svc) and presented.count == 2
+    # Published again (a later envelope) it is news, as its age counts; the view is the same.
+    assert svc.on_message(rx("screening.state", ScreeningState(state="idle")))
     assert not refresh(svc) and presented.count == 2
     # A new thermal frame is: the overlay moves. The words are not drawn again.
     static = svc.renderer.static_draws
