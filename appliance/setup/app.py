@@ -26,6 +26,8 @@ from appliance.webguard import log_bad_requests_briefly, static_errors
 log = logging.getLogger(__name__)
 
 COOKIE = "appliance_setup"
+# A browser that has logged in here (auth.KnownDevices): the overall rate limit spares it.
+DEVICE_COOKIE = "appliance_device"
 STATIC = Path(__file__).parent / "static"
 PUBLIC = frozenset(
     {

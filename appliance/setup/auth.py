@@ -7,10 +7,18 @@
 - First use: a one-time 6-digit code, made when the technician asks for it on the page and
   shown on the kiosk's own screen (bus topic setup.code). Knowing it proves physical presence.
   It expires after CODE_TTL_S and dies after CODE_ATTEMPTS wrong tries.
+- Every expiry and age here (the code, sessions, rate limits) runs on time.monotonic(): a Pi
+  has no real-time clock and its wall clock jumps when NTP syncs. Wall time is only what is
+  shown (the code's expiry on the screen) or stored (the password's set_at).
 - Sessions: a random token in an HttpOnly, SameSite=Strict cookie; the server keeps only its
   SHA-256. Each session carries its own CSRF token. Logging in makes a new session (no
   fixation); changing the password ends every session.
-- Failed logins and code tries are rate-limited per client address and overall.
+- Failed logins and code tries are rate-limited per client and overall. A client is its
+  address, an IPv6 one its /64 (client_key): an IPv6 host owns the whole /64 and could try
+  from a fresh address each time. The overall cap bounds guessing from many addresses, and so
+  lets anyone lock the page for its window; a browser that has logged in here before (a known
+  device: a random token in a long-lived cookie, KnownDevices) is not refused by it, only by
+  its own per-client limit. Guessing stays bounded: a known device had to know the password.
 
 Nothing here logs a password, a code or a token.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -45,6 +54,9 @@ CODE_ATTEMPTS = 5
 SESSION_IDLE_S = 30 * 60.0
 SESSION_MAX_S = 12 * 3600.0
 MAX_SESSIONS = 256
+
+DEVICE_TTL_S = 90 * 86400.0
+MAX_DEVICES = 64
 
 Clock = Callable[[], float]
 
@@ -139,17 +151,31 @@ class PasswordStore:
 
 @dataclass
 class SetupCodes:
-    """One code at a time; None until asked for."""
+    """One code at a time; None until asked for.
 
-    clock: Clock = time.time
+    It expires by `clock` (monotonic): a Pi has no real-time clock, and the wall clock jumps,
+    often by months, when NTP first syncs after boot. The expiry it gives out is wall time
+    (`wall`), for the kiosk's screen, worked out afresh from the monotonic time left each time
+    it is asked for, so that once republished it follows a jump."""
+
+    clock: Clock = time.monotonic
+    wall: Clock = time.time
     code: str | None = None
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # on `clock`
     wrong: int = 0
 
+    def seconds_left(self) -> float:
+        """Until the live code expires; 0.0 when there is none."""
+        if self.code is None:
+            return 0.0
+        return max(0.0, self.expires_at - self.clock())
+
     def current(self) -> tuple[str, float] | None:
-        if self.code is None or self.clock() >= self.expires_at:
+        """The live code and when it expires in wall time, or None."""
+        left = self.seconds_left()
+        if self.code is None or left <= 0:
             return None
-        return self.code, self.expires_at
+        return self.code, self.wall() + left
 
     def issue(self) -> tuple[str, float]:
         """The live code, or a new one if there is none (asking twice does not change it)."""
@@ -159,7 +185,11 @@ class SetupCodes:
         self.code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         self.expires_at = self.clock() + CODE_TTL_S
         self.wrong = 0
-        return self.code, self.expires_at
+        return self.code, self.wall() + CODE_TTL_S
+
+    def clock_offset(self) -> float:
+        """Wall minus monotonic time: it changes when the wall clock is set (NTP, by hand)."""
+        return self.wall() - self.clock()
 
     def check(self, attempt: str) -> bool:
         """True once for the right live code, which is then used up."""
@@ -183,10 +213,32 @@ class SetupCodes:
 # --- rate limiting ------------------------------------------------------------------------------
 
 
+def client_key(remote: str | None) -> str:
+    """The key the rate limits count a client by: an IPv4 address as it is (also one mapped
+    into IPv6, ::ffff:a.b.c.d, as a dual-stack socket reports it), an IPv6 address by its /64
+    (a host gets a whole /64 and picks addresses in it freely, privacy addresses at will)."""
+    if not remote:
+        return "unknown"
+    try:
+        addr = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote  # not an address (a Unix socket's peer): counted as it is
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        # Built from the integer: drops a zone (fe80::1%eth0) that ip_network would refuse.
+        return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+    return str(addr)
+
+
 @dataclass
 class RateLimiter:
     """At most `per_client` failures per client and `overall` failures in total per window.
-    A client over its limit waits until its oldest failure leaves the window."""
+    A client over its limit waits until its oldest failure leaves the window.
+
+    A known client (a known device, see KnownDevices) is held to its own limit but not refused
+    by the overall one, so failures from elsewhere cannot lock it out; its failures still count
+    toward the overall cap for everyone else."""
 
     per_client: int = 5
     overall: int = 30
@@ -199,7 +251,7 @@ class RateLimiter:
         while q and q[0] <= now - self.window_s:
             q.popleft()
 
-    def retry_after(self, client: str) -> float:
+    def retry_after(self, client: str, *, known: bool = False) -> float:
         """Seconds until this client may try again; 0 when it may now."""
         now = self.clock()
         self._trim(self._all, now)
@@ -209,7 +261,7 @@ class RateLimiter:
             self._trim(q, now)
             if len(q) >= self.per_client:
                 waits.append(q[0] + self.window_s - now)
-        if len(self._all) >= self.overall:
+        if not known and len(self._all) >= self.overall:
             waits.append(self._all[0] + self.window_s - now)
         return max(waits)
 
@@ -223,6 +275,45 @@ class RateLimiter:
 
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)
+
+
+class KnownDevices:
+    """Browsers that logged in here: a random token in a long-lived HttpOnly cookie, the
+    server keeping only its SHA-256. Only for the rate limit (RateLimiter's `known`): the
+    token lets no one in. In memory, as the limiter's counts are: a restart forgets both."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._issued: OrderedDict[str, float] = OrderedDict()  # hash -> when issued
+
+    @staticmethod
+    def _hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def issue(self) -> str:
+        token = secrets.token_urlsafe(32)
+        self._issued[self._hash(token)] = self.clock()
+        while len(self._issued) > MAX_DEVICES:
+            self._issued.popitem(last=False)  # the oldest goes
+        return token
+
+    def key(self, token: str | None) -> str | None:
+        """The rate-limit key of this known device, or None for an unknown or expired token."""
+        if not token or len(token) > 128:
+            return None
+        digest = self._hash(token)
+        issued = self._issued.get(digest)
+        if issued is None:
+            return None
+        if self.clock() - issued > DEVICE_TTL_S:
+            del self._issued[digest]
+            return None
+        return f"device:{digest[:16]}"
+
+    def forget_all(self) -> None:
+        """A new password: a browser known under the old one (perhaps the reason for the change)
+        is not spared the overall cap any more."""
+        self._issued.clear()
 
 
 # --- sessions -----------------------------------------------------------------------------------

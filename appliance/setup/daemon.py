@@ -32,6 +32,7 @@ from appliance.setup.system import SystemControl
 log = logging.getLogger(__name__)
 
 UNIT_POLL_S = 5.0
+CODE_CLOCK_CHECK_S = 5.0
 SHUTDOWN_S = 2.0
 
 
@@ -51,6 +52,15 @@ async def _poll_units(ctx: Context) -> None:
     while True:
         ctx.live.set_units(await asyncio.to_thread(ctx.system.unit_states))
         await asyncio.sleep(UNIT_POLL_S)
+
+
+async def _follow_clock(ctx: Context) -> None:
+    """The setup code's expiry on the screen follows a wall clock that was set (NTP's first
+    sync on a Pi without a real-time clock)."""
+    while True:
+        await asyncio.sleep(CODE_CLOCK_CHECK_S)
+        if ctx.republish_code_if_clock_jumped():
+            log.info("the wall clock was set: the setup code's expiry was sent to the screen again")
 
 
 async def _close_sockets(ctx: Context) -> None:
@@ -96,6 +106,7 @@ async def start(rt: Runtime) -> SetupServer:
         frames = topic == "thermal.frame"
         sub = bus.subscribe(topic, maxsize=4 if frames else 256)
         rt.spawn(_consume(sub, ctx), f"sub:{topic}")
+    rt.spawn(_follow_clock(ctx), "code-clock", critical=False)
     if system.active:
         rt.spawn(_poll_units(ctx), "units", critical=False)
 

@@ -4,6 +4,12 @@ The bus shell feeds `LiveState.apply`; pages render from it; the WebSocket sends
 fields (`status_fields`) as they change, and thermal frames with the interrupt mask. Both
 the first render and the updates come from the same function, so a page never shows a field
 the socket does not keep current, or the other way round.
+
+Unit states come from systemd where the setup daemon can ask it; on a kiosk it cannot (no
+D-Bus, and it is not root) and they come from each unit's cgroup (appliance.setup.system).
+That says only whether the unit has processes, so the daemon's health heartbeat is added: a
+unit with processes but no health.<daemon> for HEALTH_STALE_S is running but not heard from
+(a hung loop, a lost bus), which the page says. Field units.source says where they came from.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from appliance.bus.topics import (
     ThermalInterrupt,
     ThermalStatus,
 )
+from appliance.runtime import HEALTH_HEARTBEAT_S
 
 TOPICS = (
     "health.*",
@@ -37,6 +44,14 @@ TOPICS = (
     "screening.state",
 )
 MASK_SHOW_S = 3.0  # an interrupt mask is shown this long after it fired
+# A daemon's heartbeat is this late before the page says it is missing: three beats, so one
+# late or lost message on a busy bus is not an alarm.
+HEALTH_STALE_S = 3 * HEALTH_HEARTBEAT_S
+UNITS_FROM_SYSTEMD = "Unit states: from systemd."
+UNITS_FROM_CGROUP = (
+    "Unit states: systemd cannot be asked from this daemon's user, so each comes from the unit's "
+    "control group (cgroup: whether it has processes) and the daemon's health heartbeat on the bus."
+)
 
 
 def mask_pixels(mask: int) -> list[int]:
@@ -56,6 +71,7 @@ def _ago(seconds: float) -> str:
 @dataclass
 class LiveState:
     health: dict[str, Health] = field(default_factory=dict)
+    health_at: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the last one
     thermal: ThermalStatus | None = None
     camera: CameraStatus | None = None
     pairing: PairingStatus | None = None
@@ -82,6 +98,7 @@ class LiveState:
         else:
             if isinstance(msg, Health) and topic.startswith("health."):
                 self.health[msg.daemon] = msg
+                self.health_at[msg.daemon] = time.monotonic()
             elif isinstance(msg, ThermalStatus):
                 self.thermal = msg
             elif isinstance(msg, CameraStatus):
@@ -130,10 +147,13 @@ class LiveState:
             out[f"daemon.{name}.up"] = (
                 _ago(now - hm.started_ts) if hm is not None and hm.state != "stopping" else ""
             )
-            unit = self.units.get(name)
-            out[f"daemon.{name}.unit"] = (
-                f"{unit.get('ActiveState', '?')} ({unit.get('SubState', '?')})" if unit else ""
-            )
+            out[f"daemon.{name}.unit"] = self._unit_field(name, now, bus_connected)
+        if not self.units:
+            out["units.source"] = ""
+        elif any(u.get("Source") == "cgroup" for u in self.units.values()):
+            out["units.source"] = UNITS_FROM_CGROUP
+        else:
+            out["units.source"] = UNITS_FROM_SYSTEMD
         t = self.thermal
         out["thermal.state"] = t.state if t is not None else "not heard from"
         out["thermal.detail"] = (
@@ -170,6 +190,24 @@ class LiveState:
             ]
             out["call.viewers"] = ", ".join(viewers) if viewers else "none"
         return out
+
+    def _unit_field(self, name: str, now: float, bus_connected: bool) -> str:
+        unit = self.units.get(name)
+        if not unit:
+            return ""
+        if unit.get("Source") != "cgroup":
+            return f"{unit.get('ActiveState', '?')} ({unit.get('SubState', '?')})"
+        processes = unit.get("Processes")
+        if processes != "yes":
+            return "not running" if processes == "no" else "unknown"
+        hm, heard = self.health.get(name), self.health_at.get(name)
+        if hm is not None and hm.state == "stopping":
+            return "stopping"
+        if heard is not None and now - heard <= HEALTH_STALE_S:
+            return "running"
+        if name == "bus" and bus_connected:
+            return "running"  # an older broker sends no health.bus: the connection is its health
+        return "running, no heartbeat " + ("yet" if heard is None else f"for {_ago(now - heard)}")
 
     def thermal_message(self, now: float | None = None) -> dict[str, Any] | None:
         if self.frame is None:

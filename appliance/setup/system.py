@@ -11,6 +11,12 @@ the appliance user, and with no D-Bus or polkit there, systemctl run by it canno
 a restart or a reboot is a request file in the control directory (/run/appliance/control),
 named for what it asks, which appliance-control.service (root, started by
 appliance-control.path) acts on. Where that directory does not exist, systemctl is run directly.
+
+Unit states, for the same reason, cannot come from `systemctl show` on a kiosk. Where it fails,
+each unit's cgroup says whether the unit has processes: a file any user may read, even with
+ProtectControlGroups= (read-only, not hidden). systemd removes a unit's cgroup when the unit
+stops, so a missing one means "no processes". The Status page adds the daemon's health
+heartbeat to that (appliance.setup.live) and says the state came from there.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from appliance.runtime import under_systemd
 
 SYSTEMD_RUN = Path("/run/systemd/system")
 UNIT_PREFIX = "appliance-"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where the units' cgroups are, under CGROUP_ROOT: cgroup v2 (unified), the hybrid layout's
+# v2 mount, the legacy named systemd hierarchy (v1). The first that exists is read.
+CGROUP_SLICES = ("system.slice", "unified/system.slice", "systemd/system.slice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +61,10 @@ class SystemControl:
         state_dir: Path,
         config_path: Path,
         control_dir: Path | None = None,
+        cgroup_root: Path = CGROUP_ROOT,
     ) -> None:
         self.systemctl = systemctl or shutil.which("systemctl")
+        self.cgroup_root = cgroup_root
         self.state_dir = state_dir
         self.config_path = config_path
         self.control_dir = control_dir
@@ -63,9 +75,17 @@ class SystemControl:
     # --- reading ------------------------------------------------------------------------------
 
     def unit_states(self) -> dict[str, dict[str, str]]:
-        """Per daemon: ActiveState, SubState, LoadState from `systemctl show`; {} off a kiosk."""
-        if not self.active or self.systemctl is None:
+        """Per daemon: ActiveState, SubState, LoadState from `systemctl show`; where systemctl
+        cannot reach PID 1, {"Source": "cgroup", "Processes": "yes" | "no" | "unknown"} from
+        the units' cgroups; {} off a kiosk or where neither can be read."""
+        if not self.active:
             return {}
+        states = self._systemctl_states()
+        return states if states is not None else self._cgroup_states()
+
+    def _systemctl_states(self) -> dict[str, dict[str, str]] | None:
+        if self.systemctl is None:
+            return None
         names = [unit_name(d) for d in daemons.START_ORDER]
         try:
             out = subprocess.run(
@@ -76,14 +96,26 @@ class SystemControl:
                 check=True,
             )
         except (OSError, subprocess.SubprocessError):
-            return {}
+            # "Failed to connect to bus": the appliance user on a kiosk.
+            return None
         states: dict[str, dict[str, str]] = {}
         for block in out.stdout.strip().split("\n\n"):
             props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             unit = props.get("Id", "")
             if unit.startswith(UNIT_PREFIX) and unit.endswith(".service"):
                 states[unit.removeprefix(UNIT_PREFIX).removesuffix(".service")] = props
-        return states
+        return states or None
+
+    def _cgroup_states(self) -> dict[str, dict[str, str]]:
+        slice_dir = next(
+            (self.cgroup_root / s for s in CGROUP_SLICES if (self.cgroup_root / s).is_dir()), None
+        )
+        if slice_dir is None:
+            return {}  # no cgroup tree we know: claim nothing rather than "not running"
+        return {
+            d: {"Source": "cgroup", "Processes": _cgroup_processes(slice_dir / unit_name(d))}
+            for d in daemons.START_ORDER
+        }
 
     # --- acting -------------------------------------------------------------------------------
 
@@ -156,6 +188,25 @@ class SystemControl:
                 return Outcome(False, f"Factory reset stopped: cannot delete {path}: {exc.strerror}")
         rebooted = self.reboot()
         return Outcome(rebooted.done, f"Deleted {listing}. {rebooted.message}", rebooted.command)
+
+
+def _cgroup_processes(unit_dir: Path) -> str:
+    """ "yes" if the cgroup has processes, "no" if not (or there is no such cgroup), else "unknown"."""
+    try:
+        try:
+            events = (unit_dir / "cgroup.events").read_text()
+        except FileNotFoundError:
+            # cgroup v1 has no cgroup.events: the processes themselves, one PID a line.
+            return "yes" if (unit_dir / "cgroup.procs").read_text().strip() else "no"
+    except FileNotFoundError:
+        return "no"  # systemd removed the cgroup: the unit has stopped
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+    for line in events.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "populated":
+            return "yes" if value.strip() == "1" else "no"
+    return "unknown"
 
 
 # --- identity ---------------------------------------------------------------------------------

@@ -62,16 +62,36 @@ def test_a_damaged_password_file_locks_rather_than_reopens_first_use(tmp_path: P
 
 def test_setup_code_is_six_digits_single_use_and_expires() -> None:
     clock = Clock()
-    codes = SetupCodes(clock=clock)
+    wall = Clock(1.7e9)
+    codes = SetupCodes(clock=clock, wall=wall)
     assert codes.current() is None and not codes.check("000000")
     code, expires = codes.issue()
-    assert len(code) == 6 and code.isdigit() and expires == clock.t + auth.CODE_TTL_S
+    # The expiry it gives (for the kiosk's screen) is wall time; it expires by the monotonic clock.
+    assert len(code) == 6 and code.isdigit() and expires == wall.t + auth.CODE_TTL_S
+    assert codes.seconds_left() == auth.CODE_TTL_S
     assert codes.issue() == (code, expires), "asking again shows the same code"
     assert codes.check(f" {code} ")
     assert codes.current() is None and not codes.check(code), "used up"
     code, _ = codes.issue()
     clock.t += auth.CODE_TTL_S
     assert not codes.check(code), "expired"
+
+
+def test_setup_code_expiry_ignores_wall_clock_jumps() -> None:
+    """A Pi has no RTC: NTP's first sync moves the wall clock, often by months. A code shown
+    just before must neither die at once nor live on; the expiry it reports follows the clock."""
+    clock, wall = Clock(), Clock(1.0e9)  # booted with the clock of the last shutdown
+    codes = SetupCodes(clock=clock, wall=wall)
+    code, expires = codes.issue()
+    clock.t += 10
+    wall.t += 10 + 90 * 86400.0  # NTP syncs: three months later
+    live = codes.current()
+    assert live is not None and live[0] == code, "still valid after the clock jumped forward"
+    assert live[1] == pytest.approx(wall.t + auth.CODE_TTL_S - 10), "the screen's expiry follows"
+    wall.t -= 365 * 86400.0  # and back a year
+    clock.t += auth.CODE_TTL_S - 10
+    assert codes.current() is None and not codes.check(code), "expired after CODE_TTL_S all the same"
+    assert expires == 1.0e9 + auth.CODE_TTL_S
 
 
 def test_setup_code_dies_after_wrong_tries() -> None:
@@ -138,3 +158,41 @@ def test_csrf_check_with_a_non_ascii_token_is_a_refusal_not_an_error() -> None:
     _, session = Sessions().new()
     assert not csrf_ok(session, "é")
     assert not csrf_ok(session, session.csrf[:-1] + "é")
+
+
+def test_client_key_groups_an_ipv6_clients_64_and_unmaps_ipv4() -> None:
+    """An IPv6 client owns its /64 and can pick any address in it: one key for the /64."""
+    assert auth.client_key("192.0.2.7") == "192.0.2.7"
+    assert auth.client_key("2001:db8:1:2:aaaa::1") == auth.client_key("2001:db8:1:2:bbbb:cccc:dddd:2")
+    assert auth.client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert auth.client_key("2001:db8:1:3::1") != auth.client_key("2001:db8:1:2::1")
+    assert auth.client_key("::ffff:192.0.2.7") == "192.0.2.7", "an IPv4 client on a dual-stack socket"
+    assert auth.client_key("fe80::1%eth0") == auth.client_key("fe80::2%eth0") == "fe80::/64"
+    assert auth.client_key(None) == auth.client_key("") == "unknown"
+    assert auth.client_key("not an address") == "not an address"
+
+
+def test_a_known_device_is_not_locked_out_by_the_overall_cap() -> None:
+    """Many addresses failing fill the overall cap: everyone new waits, but a browser that
+    logged in here before (its device cookie) still gets its own per-client tries."""
+    clock = Clock()
+    limiter = RateLimiter(per_client=3, overall=5, window_s=60.0, clock=clock)
+    devices = auth.KnownDevices(clock=clock)
+    token = devices.issue()
+    device = devices.key(token)
+    assert device is not None and device.startswith("device:")
+    assert devices.key("forged") is None and devices.key(None) is None
+    for i in range(5):
+        limiter.failed(f"198.51.100.{i}")
+    assert limiter.retry_after("203.0.113.9") > 0, "the overall cap holds for unknown clients"
+    assert limiter.retry_after(device, known=True) == 0
+    for _ in range(3):
+        limiter.failed(device)
+    assert limiter.retry_after(device, known=True) == pytest.approx(60.0), "its own limit still holds"
+    # Known devices expire, and there are only so many of them.
+    clock.t += auth.DEVICE_TTL_S + 1
+    assert devices.key(token) is None
+    many = [devices.issue() for _ in range(auth.MAX_DEVICES + 1)]
+    assert devices.key(many[0]) is None and devices.key(many[-1]) is not None
+    devices.forget_all()  # a new password
+    assert devices.key(many[-1]) is None

@@ -204,3 +204,65 @@ def test_chart_marks_by_shape_and_escapes() -> None:
     assert "101.7 °F" in svg and 'class="threshold"' in svg
     assert "<script" not in chart_svg([Point(1.0, 36.0, "<script>")], 38.0)
     assert "No readings" in chart_svg([], 38.0)
+
+
+# --- unit states where systemctl cannot reach PID 1 (a kiosk: User=appliance, no D-Bus) ---------
+
+
+def no_bus_systemctl(tmp_path: Path) -> str:
+    """What systemctl does for the appliance user on a kiosk: no D-Bus, no access to PID 1."""
+    script = tmp_path / "systemctl"
+    script.write_text('#!/bin/sh\necho "Failed to connect to bus: No such file or directory" >&2\nexit 1\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def cgroup(root: Path, unit: str, **files: str) -> None:
+    d = root / unit
+    d.mkdir(parents=True)
+    for name, text in files.items():
+        (d / name.replace("_", ".")).write_text(text)
+
+
+def test_without_access_to_pid1_unit_states_come_from_the_cgroup_v2_tree(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    slice_ = root / "system.slice"
+    cgroup(slice_, "appliance-thermal.service", cgroup_events="populated 1\nfrozen 0\n")
+    cgroup(slice_, "appliance-screen.service", cgroup_events="populated 0\nfrozen 0\n")
+    sc = control(tmp_path, systemctl=no_bus_systemctl(tmp_path), active=True, cgroup_root=root)
+    states = sc.unit_states()
+    assert states["thermal"] == {"Source": "cgroup", "Processes": "yes"}
+    assert states["screen"] == {"Source": "cgroup", "Processes": "no"}
+    # systemd removes the cgroup of a unit that is not running.
+    assert states["camera"] == {"Source": "cgroup", "Processes": "no"}
+    assert set(states) == set(system.daemons.START_ORDER)
+
+
+def test_the_legacy_named_systemd_hierarchy_is_read_too(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    slice_ = root / "systemd" / "system.slice"
+    cgroup(slice_, "appliance-thermal.service", cgroup_procs="412\n")
+    cgroup(slice_, "appliance-screen.service", cgroup_procs="")
+    states = control(
+        tmp_path, systemctl=no_bus_systemctl(tmp_path), active=True, cgroup_root=root
+    ).unit_states()
+    assert states["thermal"]["Processes"] == "yes" and states["screen"]["Processes"] == "no"
+
+
+def test_with_neither_systemctl_nor_a_cgroup_tree_nothing_is_claimed(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    sc = control(tmp_path, systemctl=no_bus_systemctl(tmp_path), active=True, cgroup_root=root)
+    assert sc.unit_states() == {}
+    # A cgroup file that cannot be read says "unknown" for that unit, not "not running".
+    cgroup(root / "system.slice", "appliance-thermal.service")
+    (root / "system.slice" / "appliance-thermal.service" / "cgroup.events").mkdir()
+    assert sc.unit_states()["thermal"]["Processes"] == "unknown"
+
+
+def test_systemctl_is_still_used_where_it_works(tmp_path: Path) -> None:
+    exe, _ = stub(tmp_path)
+    root = tmp_path / "cgroup"
+    cgroup(root / "system.slice", "appliance-thermal.service", cgroup_events="populated 0\n")
+    states = control(tmp_path, systemctl=exe, active=True, cgroup_root=root).unit_states()
+    assert states["thermal"]["ActiveState"] == "active" and "Source" not in states["thermal"]

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import yarl
 
 from appliance.bus.framering import FrameRingWriter, ring_path
 from appliance.bus.topics import (
@@ -35,7 +36,7 @@ from appliance.bus.topics import (
 from appliance.camera import PREVIEW_FORMAT, PREVIEW_RING
 from appliance.screening.events import Draft, EventStore, path_in
 from appliance.setup import auth
-from appliance.setup.app import COOKIE
+from appliance.setup.app import COOKIE, DEVICE_COOKIE
 
 from .conftest import PASSWORD, Rig, Web, csrf_of, first_use, login, running
 
@@ -319,7 +320,13 @@ async def test_password_change_logs_out_every_other_session(rig: Rig, admin: Web
         assert status == 200 and "Password changed" in html
         assert (await admin.get("/status"))[0] == 200, "this session goes on"
         assert (await other.get("/status"))[0] == 303, "the other one ended"
-        assert await login(other, new) == 303
+        # Browsers known under the old password are not any more; this one is, anew.
+        for i in range(rig.server.ctx.limiter.overall):
+            rig.server.ctx.limiter.failed(f"2001:db8:{i}::/64")
+        assert await login(other, new) == 429
+        token = csrf_of((await admin.get("/status"))[1])
+        assert (await admin.post("/logout", {"csrf": token}))[0] == 303
+        assert await login(admin, new) == 303
     finally:
         await other.close()
 
@@ -686,3 +693,88 @@ async def test_with_the_bus_down_first_use_says_the_code_cannot_reach_the_screen
     status, html, _ = await web.get("/first-use")
     assert status == 200 and "The bus is not reachable" in html
     assert rig.server.ctx.codes.current() is not None, "the code is kept for when the bus is back"
+
+
+async def test_on_a_kiosk_the_status_page_shows_unit_states_from_the_cgroups_and_says_so(
+    rig: Rig, admin: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemctl cannot reach PID 1 as the appliance user: the states come from the cgroups."""
+    ctx = rig.server.ctx
+    monkeypatch.setattr(ctx.system, "active", True)
+    ctx.live.set_units(
+        {
+            "thermal": {"Source": "cgroup", "Processes": "yes"},
+            "camera": {"Source": "cgroup", "Processes": "no"},
+        }
+    )
+    html = (await admin.get("/status"))[1]
+    assert 'data-field="daemon.camera.unit">not running<' in html
+    assert 'data-field="daemon.thermal.unit">running, no heartbeat yet<' in html
+    assert 'data-field="units.source">Unit states: systemd cannot be asked' in html
+
+
+async def test_the_screens_code_expiry_follows_a_wall_clock_that_was_set(
+    rig: Rig, web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP's first sync on a Pi moves the wall clock by months: the code stays valid for its
+    10 minutes, and the expiry sent to the screen (wall time) moves with the clock."""
+    ctx = rig.server.ctx
+    token = await web.csrf("/first-use")
+    assert (await web.post("/first-use/code", {"csrf": token}))[0] == 303
+    assert not ctx.republish_code_if_clock_jumped(), "the clock did not move"
+    live = ctx.codes.current()
+    assert live is not None
+    jump = 90 * 86400.0
+    monkeypatch.setattr(ctx.codes, "wall", lambda: time.time() + jump)
+    sub = rig.bus.subscribe("setup.code")
+    try:
+        retained = (await sub.get(timeout=5)).msg
+        assert isinstance(retained, SetupCode) and retained.code == live[0]
+        assert retained.expires_at == pytest.approx(live[1], abs=5.0)
+        assert ctx.republish_code_if_clock_jumped()
+        msg = (await sub.get(timeout=5)).msg
+        assert isinstance(msg, SetupCode) and msg.code == live[0]
+        assert msg.expires_at == pytest.approx(live[1] + jump, abs=5.0)
+        assert not ctx.republish_code_if_clock_jumped(), "once per jump"
+    finally:
+        sub.close()
+
+
+async def test_a_browser_that_logged_in_before_is_not_locked_out_by_others_failures(
+    rig: Rig, admin: Web
+) -> None:
+    """Wrong passwords from many addresses fill the overall cap: a new browser waits, but the
+    technician's browser, which logged in here before (its device cookie), still gets in."""
+    ctx = rig.server.ctx
+    cookie = admin.session.cookie_jar.filter_cookies(yarl.URL(rig.url)).get(DEVICE_COOKIE)
+    assert cookie is not None, "first use gave this browser a device cookie"
+    token = csrf_of((await admin.get("/status"))[1])
+    assert (await admin.post("/logout", {"csrf": token}))[0] == 303
+    for i in range(ctx.limiter.overall):
+        ctx.limiter.failed(f"2001:db8:{i}::/64")
+    stranger = Web(rig.url)
+    try:
+        assert await login(stranger) == 429, "the overall cap holds for a browser never seen"
+    finally:
+        await stranger.close()
+    assert await login(admin) == 303
+
+
+def test_the_rate_limits_key_a_client_by_its_64() -> None:
+    """The key every per-client limit uses (logins, setup codes) is made from the peer address."""
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from appliance.setup.pages import access
+
+    def request(peer: tuple[Any, ...]) -> Any:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            peer if name == "peername" else default
+        )
+        return make_mocked_request("POST", "/login", transport=transport)
+
+    assert access.client_of(request(("2001:db8:5:6::aaaa", 1234, 0, 0))) == "2001:db8:5:6::/64"
+    assert access.client_of(request(("2001:db8:5:6::bbbb", 1235, 0, 0))) == "2001:db8:5:6::/64"
+    assert access.client_of(request(("::ffff:10.0.0.9", 1236, 0, 0))) == "10.0.0.9"

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 
 from appliance.errors import StateError
-from appliance.setup.app import COOKIE, SESSION_KEY, ctx_of, new_session_cookie, render, session_of
-from appliance.setup.auth import password_problem
+from appliance.setup.app import (
+    COOKIE,
+    DEVICE_COOKIE,
+    SESSION_KEY,
+    ctx_of,
+    new_session_cookie,
+    render,
+    session_of,
+)
+from appliance.setup.auth import DEVICE_TTL_S, client_key, password_problem
 from appliance.setup.html import Markup, csrf_field, h, notice
 
 log = logging.getLogger(__name__)
 
 
-def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
+def client_of(request: web.Request) -> str:
+    """The rate limits' key for this request's client: an IPv6 one by its /64 (client_key)."""
+    return client_key(request.remote)
+
+
+def known_device(request: web.Request) -> str | None:
+    """The rate-limit key of this browser if it logged in here before (auth.KnownDevices)."""
+    return ctx_of(request).devices.key(request.cookies.get(DEVICE_COOKIE))
 
 
 async def _password_set(request: web.Request) -> bool:
@@ -45,6 +58,22 @@ def _log_in(request: web.Request, response: web.StreamResponse) -> None:
     token, session = ctx.sessions.new(authenticated=True)
     request[SESSION_KEY] = session
     new_session_cookie(request, response, token)
+    if known_device(request) is None:
+        known_device_cookie(request, response)
+
+
+def known_device_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Make this browser a known device (auth.KnownDevices): a long-lived cookie."""
+    ctx = ctx_of(request)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        ctx.devices.issue(),
+        max_age=int(DEVICE_TTL_S),
+        httponly=True,
+        samesite="Strict",
+        secure=ctx.tls,
+        path="/",
+    )
 
 
 # --- first use ---------------------------------------------------------------------------------
@@ -101,13 +130,14 @@ async def ask_code(request: web.Request) -> web.Response:
     if await _password_set(request):
         raise web.HTTPSeeOther("/login")
     fresh = ctx.codes.current() is None
-    _, expires_at = ctx.codes.issue()
+    ctx.codes.issue()
     ctx.publish_code()
     if fresh:
         # Clear the retained setup.code once it has expired, so no stale code waits on the bus.
-        # Once per code: asking again for the live one must not add a timer per request.
-        asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()) + 1.0, ctx.publish_code)
-    log.info("setup code shown on the kiosk screen for %s", _client(request))
+        # Once per code: asking again for the live one must not add a timer per request. The
+        # loop's timers are monotonic, as the code's expiry is: a wall clock jump moves neither.
+        asyncio.get_running_loop().call_later(ctx.codes.seconds_left() + 1.0, ctx.publish_code)
+    log.info("setup code shown on the kiosk screen for %s", request.remote)
     raise web.HTTPSeeOther("/first-use")
 
 
@@ -115,7 +145,7 @@ async def set_first_password(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     if await _password_set(request):
         raise web.HTTPSeeOther("/login")
-    client = _client(request)
+    client = client_of(request)
     wait = ctx.limiter.retry_after(client)
     if wait > 0:
         return _too_many(request, wait, "codes")
@@ -129,7 +159,7 @@ async def set_first_password(request: web.Request) -> web.Response:
     if not ctx.codes.check(code):
         ctx.limiter.failed(client)
         ctx.publish_code()  # a code used up by wrong tries leaves the screen
-        log.warning("setup: wrong setup code from %s", client)
+        log.warning("setup: wrong setup code from %s", request.remote)
         again = "" if ctx.codes.current() else " Ask for a new code."
         return render(
             request, "First use", _first_use_form(request, f"Wrong or expired setup code.{again}"), status=401
@@ -137,7 +167,7 @@ async def set_first_password(request: web.Request) -> web.Response:
     await ctx.set_password(password)
     ctx.publish_code()
     ctx.limiter.succeeded(client)
-    log.info("setup password set from %s", client)
+    log.info("setup password set from %s", request.remote)
     response = web.HTTPSeeOther("/status")
     _log_in(request, response)
     raise response
@@ -169,19 +199,23 @@ async def login(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     if not await _password_set(request):
         raise web.HTTPSeeOther("/first-use")
-    client = _client(request)
-    wait = ctx.limiter.retry_after(client)
+    device = known_device(request)
+    # A known browser is counted by its device, not its address: failures from its network
+    # (a shared /64, a NAT) do not lock it out, nor do many addresses' (the overall cap).
+    client = device or client_of(request)
+    known = device is not None
+    wait = ctx.limiter.retry_after(client, known=known)
     if wait > 0:
         return _too_many(request, wait, "passwords")
     form = await request.post()
-    right, wait = await ctx.check_password_limited(client, str(form.get("password", "")))
+    right, wait = await ctx.check_password_limited(client, str(form.get("password", "")), known=known)
     if wait > 0:
         return _too_many(request, wait, "passwords")
     if not right:
-        log.warning("setup: failed login from %s", client)
+        log.warning("setup: failed login from %s (%s)", request.remote, client)
         return render(request, "Log in", _login_form(request, "Wrong password."), status=401)
     ctx.limiter.succeeded(client)
-    log.info("setup: login from %s", client)
+    log.info("setup: login from %s", request.remote)
     response = web.HTTPSeeOther("/status")
     _log_in(request, response)
     raise response

@@ -15,6 +15,7 @@ from appliance import daemons
 from appliance.setup.app import SESSION_KEY, ctx_of, new_session_cookie, render, session_of
 from appliance.setup.auth import password_problem
 from appliance.setup.html import EMPTY, Markup, csrf_field, h, join, notice
+from appliance.setup.pages.access import client_of, known_device, known_device_cookie
 from appliance.setup.system import Outcome
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ async def factory_reset(request: web.Request) -> web.Response:
     log.warning("maintenance: factory reset: %s", outcome.message)
     if outcome.done:
         ctx.sessions.drop_all()
+        ctx.devices.forget_all()
     return _page(request, _outcome(outcome))
 
 
@@ -114,9 +116,11 @@ async def change_password(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     form = await request.post()
     current, password, confirm = (str(form.get(k, "")) for k in ("current", "password", "confirm"))
-    client = request.remote or "unknown"
+    # Keyed as the login is (a known browser by its device, else the address or IPv6 /64).
+    device = known_device(request)
+    client = device or client_of(request)
     # The limit is checked in check_password_limited, before any hashing: the form is read already.
-    right, wait = await ctx.check_password_limited(client, current)
+    right, wait = await ctx.check_password_limited(client, current, known=device is not None)
     if wait > 0:
         return _page(
             request, notice("error", f"Too many wrong passwords: try again in {int(wait) + 1} s."), status=429
@@ -129,11 +133,13 @@ async def change_password(request: web.Request) -> web.Response:
     await ctx.set_password(password)
     # Every other session ends; this one goes on as a new session.
     ctx.sessions.drop_all()
+    ctx.devices.forget_all()
     token, session = ctx.sessions.new(authenticated=True)
     request[SESSION_KEY] = session
     response = _page(request, notice("ok", "Password changed; every other session was logged out."))
     new_session_cookie(request, response, token)
-    log.info("setup password changed from %s", client)
+    known_device_cookie(request, response)
+    log.info("setup password changed from %s", request.remote)
     return response
 
 

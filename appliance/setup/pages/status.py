@@ -1,4 +1,5 @@
-"""Status: each daemon's health (bus) and unit state (systemd), the sensor, the camera, the room.
+"""Status: each daemon's health (bus) and unit state (systemd, or its cgroup and heartbeat where
+systemd cannot be asked), the sensor, the camera, the room.
 
 Every value sits in an element with data-field="<key>"; the page's WebSocket sends the same
 keys (LiveState.status_fields) as they change, and app.js puts them in place.
@@ -43,7 +44,9 @@ async def status_page(request: web.Request) -> web.Response:
         "<div><h3>Room</h3><p>pairing: {ps} {pr}</p><p>room service: {cr}</p><p>viewers: {cv}</p></div>"
         "</section>",
         unit_head=Markup("<th>unit</th>") if systemd else Markup(""),
-        unit_note=Markup("")
+        # Where the unit states came from (systemd, or the cgroups and heartbeats on a kiosk):
+        # a live field, as the source can change while the page is open.
+        unit_note=h('<p class="muted">{s}</p>', s=field(f, "units.source"))
         if systemd
         else Markup('<p class="muted">Not running under systemd here: unit states are not shown.</p>'),
         rows=rows,
