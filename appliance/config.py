@@ -72,6 +72,10 @@ class ThermalConfig(Section, frozen=True, kw_only=True):
     )
     moving_average: bool = False
     warmup_s: Annotated[float, Meta(ge=0, le=120)] = 15.0
+    # At least a minute: a person is screened within seconds, and is no fixture before that.
+    fixture_after_s: Annotated[
+        float, Meta(ge=60, le=86400, description="steady warm pixels stop counting as presence after this")
+    ] = 300.0
 
 
 class ScreeningConfig(Section, frozen=True, kw_only=True):

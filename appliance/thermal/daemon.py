@@ -15,6 +15,8 @@ What it does, and why:
   publishes thermal.interrupt with the mask in image order: bit i is ThermalFrame.pixels[i].
 - Status: thermal.status is warming-up for thermal.warmup_s after power-up or a re-initialisation, ok
   after, fault with the driver's reason while the sensor fails. Health goes degraded during a fault.
+  The health status line also counts the fixture pixels the policy masks (static warm objects, see
+  sampler.py), which is also why the interrupt is off while there are any.
 - Faults: every SensorFault (I2C error, stuck frames, out-of-range pixels) is retried twice at once (a
   single NACK is not a broken sensor), then reported as a fault, and the sensor re-initialised with
   exponential backoff until a good frame arrives. Nothing is published in between: no repeated frame, no
@@ -93,6 +95,7 @@ class ThermalSampler:
             active_fps=config.active_fps,
             idle_after_s=config.idle_after_s,
             presence_delta_c=config.presence_delta_c,
+            fixture_after_s=config.fixture_after_s,
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thermal-i2c")
         self.driver: AMG8833 | None = None
@@ -117,6 +120,7 @@ class ThermalSampler:
         self.edge = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._published: tuple[State, str, float] | None = None
+        self._status_text: str | None = None
 
     # -- threads ---------------------------------------------------------------------------------------
 
@@ -366,6 +370,11 @@ class ThermalSampler:
             text = f"fault: {self.reason} (retrying)"
         else:
             text = f"{self.state}: {self.rate_hz():g} fps ({'someone present' if self.present else 'idle'})"
+            fixtures = self.policy.fixture_count
+            if fixtures:
+                # Static warm things the policy masks (and why the interrupt is off): an installer
+                # wondering why INT never fires, or why a warm corner is "not seen", finds it here.
+                text += f"; {fixtures} fixture pixel(s) ignored, interrupt off"
         text += f"; {self.hardware.description}"
         return text + (f"; {self.int_problem}" if self.int_problem else "")
 
@@ -374,15 +383,18 @@ class ThermalSampler:
         if state is None:
             return
         key = (state, self.reason, self.rate_hz())
-        if key == self._published:
-            return
-        self._published = key
-        message = ThermalStatus(
-            state=state, reason=self.reason[:4096], rate_hz=key[2], address=self.hardware.address
-        )
-        await self.bus.publish("thermal.status", message)
-        if self.on_status is not None:
-            self.on_status(self.status_text(), state == "fault" or bool(self.int_problem))
+        if key != self._published:
+            self._published = key
+            message = ThermalStatus(
+                state=state, reason=self.reason[:4096], rate_hz=key[2], address=self.hardware.address
+            )
+            await self.bus.publish("thermal.status", message)
+        # The text also says what thermal.status does not carry (fixtures learned or forgotten at an
+        # unchanged rate), so it goes to health whenever it changes, not only with the message.
+        text = self.status_text()
+        if text != self._status_text and self.on_status is not None:
+            self._status_text = text
+            self.on_status(text, state == "fault" or bool(self.int_problem))
 
 
 async def main(rt: Runtime) -> None:

@@ -16,6 +16,36 @@ nobody standing near the threshold can pull it up after them, and falls faster (
 a frame cooler than the background is evidence that the estimate is too high (it started with someone in
 view), and a background stuck high would hide the next arrival.
 
+Fixtures: a warm thing that never moves (a radiator, a coffee machine, a lamp, a sunlit patch of wall)
+keeps a few pixels above the presence level for ever; the median background ignores them, so without
+more the sensor would stay at 10 fps for weeks. A pixel that stays above the presence level with a steady
+value (within FIXTURE_BAND_C of its own slowly tracked reference) for thermal.fixture_after_s becomes a
+fixture and no longer counts as presence. It stops being one at once when it changes by more than the
+band (cools, or warms further: someone in front of it, a hand on it, the thing switched off) or falls to
+the presence level; a changed pixel that is still above the level is presence on that very frame. Every
+other pixel counts as before, so someone arriving beside a radiator is seen on the next frame. Frames
+whose only warm pixels are fixtures are quiet frames: the background goes on following the room.
+
+The band is 1 °C, not tighter: at 10 fps (where a new warm thing is learned, since it counts as presence
+until it is a fixture) the sensor's noise (NETD 0.16 °C, 0.25 °C steps) would take a steady pixel out of
+a ±0.5 °C band every few minutes and the fixture would never be learned. The reference follows the pixel
+(FIXTURE_TRACK_TAU_S) so that a sunlit patch drifting over the day is not a change; a step is.
+
+The interrupt and fixtures: the chip has one absolute level for the whole frame, so while a fixture is
+known an armed interrupt would fire on every frame. Raising the level above the fixture is no answer (a
+radiator at 50 °C is far hotter than a face, which would then be missed). So while any fixture is known the
+interrupt is off and presence comes from the idle-rate frames with the fixtures masked, as when INT is not
+wired. The cost is arrival latency: the chip's interrupt is evaluated on its own 1 fps output frames
+anyway, and the daemon polls twice per frame period, so an arrival is noticed up to one poll period
+(0.5 s at 1 fps) later than through INT, at most ~1.5 s after the person appears. The interrupt comes back
+as soon as the last fixture is forgotten.
+
+Someone standing perfectly still for fixture_after_s would become a fixture too, and the sensor would go
+to its idle rate while they stand there. That is harmless: screening works on the frames themselves at
+whatever rate they come (it reads thermal.frame and the state in thermal.status, not this policy's
+presence), a screening visit takes seconds against the several minutes of fixture_after_s, and any move
+of theirs, or their leaving, is a change that ends the fixture at once.
+
 Every method takes the time `t` (monotonic seconds) of what it reports; the policy never reads a clock,
 so tests drive it with any timeline and the daemon with time.monotonic().
 """
@@ -38,6 +68,13 @@ LOWER_LEVEL_C = -20.0
 # has moved by at least this much, so a drifting room does not mean an I2C write on every frame.
 LEVEL_STEP_C = 0.5
 MAX_HYSTERESIS_C = 1.0
+# A fixture pixel's value must stay within this of its reference (°C, either way); see the docstring for
+# why 1 °C and not less.
+FIXTURE_BAND_C = 1.0
+# How fast a steady warm pixel's reference follows it: slow drift (the sun moving over a wall, a radiator's
+# thermostat settling) is followed; a step beyond the band is a change.
+FIXTURE_TRACK_TAU_S = 60.0
+PIXELS = reg.ROWS * reg.COLS
 
 
 @dataclass(frozen=True)
@@ -73,6 +110,7 @@ class SamplingPolicy:
         presence_delta_c: float,
         background_tau_s: float = 60.0,
         background_fall_tau_s: float = 5.0,
+        fixture_after_s: float = 300.0,
     ) -> None:
         if not 0 < idle_fps <= active_fps:
             raise ValueError(f"need 0 < idle_fps <= active_fps, got {idle_fps} and {active_fps}")
@@ -81,6 +119,7 @@ class SamplingPolicy:
             ("presence_delta_c", presence_delta_c),
             ("background_tau_s", background_tau_s),
             ("background_fall_tau_s", background_fall_tau_s),
+            ("fixture_after_s", fixture_after_s),
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, not {value}")
@@ -90,12 +129,19 @@ class SamplingPolicy:
         self.presence_delta_c = presence_delta_c
         self.background_tau_s = background_tau_s
         self.background_fall_tau_s = background_fall_tau_s
+        self.fixture_after_s = fixture_after_s
         self.hysteresis_c = quantize_level(min(MAX_HYSTERESIS_C, presence_delta_c / 2))
         self._background: float | None = None
         self._last_quiet: float | None = None
         self._last_presence: float | None = None
         self._levels: InterruptLevels | None = None
         self._now: float | None = None
+        # Per pixel, image order: the reference of a pixel above the presence level (NaN: not above it
+        # at the last frame), since when it has been steady, and whether it is a fixture.
+        self._reference = np.full(PIXELS, np.nan)
+        self._steady_since = np.zeros(PIXELS)
+        self._fixture = np.zeros(PIXELS, dtype=bool)
+        self._last_frame: float | None = None
 
     # -- what it knows ---------------------------------------------------------------------------------
 
@@ -108,6 +154,16 @@ class SamplingPolicy:
     def presence_level(self) -> float | None:
         """A pixel above this (°C) counts as someone there; None before the first frame."""
         return None if self._background is None else self._background + self.presence_delta_c
+
+    @property
+    def fixture_count(self) -> int:
+        """Pixels of static warm objects currently not counted as presence."""
+        return int(np.count_nonzero(self._fixture))
+
+    @property
+    def fixture_mask(self) -> int:
+        """The fixture pixels as a 64-bit mask, image order: bit i is pixel i of a frame (row-major)."""
+        return sum(1 << int(i) for i in np.flatnonzero(self._fixture))
 
     # -- inputs ----------------------------------------------------------------------------------------
 
@@ -123,16 +179,23 @@ class SamplingPolicy:
         if self._background is None:
             # The first frame is the best guess there is; the median ignores a minority of warm pixels.
             self._background = median
-        if float(values.max()) > self._background + self.presence_delta_c:
+        above = values > self._background + self.presence_delta_c
+        self._learn_fixtures(t, values, above)
+        if bool((above & ~self._fixture).any()):
             self._last_presence = t
         else:
+            # Nothing above the level but known fixtures: a quiet frame, so the room is still followed.
             self._learn_background(t, median)
         return self.plan(t)
 
     def on_interrupt(self, t: float, mask: int) -> Plan:
-        """The chip's interrupt fired with these pixels (any bit order); an empty mask is a spurious edge."""
+        """The chip's interrupt fired with these pixels, image order (bit i = frame pixel i).
+
+        An empty mask is a spurious edge. The interrupt is off while fixtures are known, but an edge
+        latched before can still arrive: fixture pixels in it are not presence.
+        """
         self._advance(t)
-        if mask:
+        if mask & ~self.fixture_mask:
             self._last_presence = t
         return self.plan(t)
 
@@ -143,6 +206,9 @@ class SamplingPolicy:
         if present or self._background is None:
             # No background yet: no level to arm with; the first frame comes at the idle rate.
             return Plan(self.active_fps if present else self.idle_fps, None, present)
+        if self._fixture.any():
+            # The chip's level is frame-wide: armed, it would fire on the fixture on every frame.
+            return Plan(self.idle_fps, None, False)
         return Plan(self.idle_fps, self._levels_for(self._background), False)
 
     # -- internals -------------------------------------------------------------------------------------
@@ -153,6 +219,27 @@ class SamplingPolicy:
         if self._now is not None and t < self._now:
             raise ValueError(f"time went backwards: {t} after {self._now}")
         self._now = t
+
+    def _learn_fixtures(
+        self, t: float, values: npt.NDArray[np.float64], above: npt.NDArray[np.bool_]
+    ) -> None:
+        dt = 0.0 if self._last_frame is None else t - self._last_frame
+        self._last_frame = t
+        reference = self._reference
+        tracked = ~np.isnan(reference)
+        with np.errstate(invalid="ignore"):  # NaN references compare False: untracked, not changed
+            changed = tracked & (np.abs(values - reference) > FIXTURE_BAND_C)
+        # A change, or a fall to the level, ends a fixture at once; a changed pixel above the level starts
+        # over from its new value, so it is presence on this very frame.
+        self._fixture &= above & ~changed
+        restart = above & (~tracked | changed)
+        reference[restart] = values[restart]
+        self._steady_since[restart] = t
+        reference[~above] = np.nan
+        steady = above & tracked & ~changed
+        alpha = 1.0 - math.exp(-dt / FIXTURE_TRACK_TAU_S)
+        reference[steady] += alpha * (values[steady] - reference[steady])
+        self._fixture |= steady & (t - self._steady_since >= self.fixture_after_s)
 
     def _learn_background(self, t: float, median: float) -> None:
         assert self._background is not None

@@ -600,3 +600,70 @@ async def test_an_interrupt_whose_clear_fails_is_served_again_not_left_asserted(
     finally:
         sampler.close()
         factory.close()
+
+
+async def test_a_radiator_in_view_is_learned_and_the_sensor_idles_again() -> None:
+    """The real driver against the fake chip: a hot corner that never moves keeps the sensor at 10 fps
+    only until it is learned as a fixture; then 1 fps with the interrupt off, the count in the status
+    text, and someone arriving beside it still wakes the sensor at the next frame."""
+    from appliance.errors import SensorFault
+
+    clock, scene, factory, device, _, hardware = manual_chip()
+    thermal = {"warmup_s": 0.0, "idle_fps": 1, "idle_after_s": 2.0, "fixture_after_s": 60.0}
+    config = replace(AppConfig(), thermal=thermal).thermal
+    bus = _Bus()
+    texts: list[str] = []
+    sampler = ThermalSampler(
+        bus,  # type: ignore[arg-type]
+        hardware,
+        config,
+        clock=clock,
+        on_status=lambda text, _: texts.append(text),
+    )
+    sampler.attach_interrupt()
+
+    async def run_for(seconds: float) -> None:
+        """What run() does, one poll period of the manual clock at a time."""
+        end = clock() + seconds
+        while clock() < end:
+            clock.advance(1.0 / (sampler._fps() * 2))
+            await sampler.io(device.tick)
+            try:
+                await sampler._ensure_sensor()
+                await sampler._cycle()
+            except SensorFault as exc:
+                await sampler._failed(exc)
+
+    radiator = np.full((8, 8), 22.0)
+    radiator[0:2, 0:2] = 50.0
+    try:
+        await sampler.start()
+        await run_for(3.0)
+        assert device.regs[reg.FPSC] == reg.FPSC_1FPS and device.regs[reg.INTC] & reg.INTC_INTEN
+
+        scene.field_c = radiator  # switched on, and there it stays
+        await run_for(30.0)
+        assert device.regs[reg.FPSC] == reg.FPSC_10FPS  # not learned yet: counts as someone there
+        await run_for(40.0)  # the fixture time, then idle_after_s
+        assert device.regs[reg.FPSC] == reg.FPSC_1FPS
+        assert device.regs[reg.INTC] == 0 and not device.int_asserted  # it would fire on every frame
+        assert sampler.policy.fixture_count == 4
+        assert "4 fixture pixel(s) ignored" in texts[-1] and "idle" in texts[-1]
+        await run_for(60.0)
+        assert device.regs[reg.FPSC] == reg.FPSC_1FPS  # and it stays there
+
+        person = radiator.copy()
+        person[3:6, 4:6] = 34.0
+        scene.field_c = person
+        await run_for(1.5)  # the chip's next 1 fps frame, read at the next poll
+        assert device.regs[reg.FPSC] == reg.FPSC_10FPS
+        assert sampler.policy.fixture_count == 4
+
+        scene.field_c = np.full((8, 8), 22.0)  # everybody gone, the radiator off and cold
+        await run_for(5.0)
+        assert sampler.policy.fixture_count == 0
+        assert device.regs[reg.FPSC] == reg.FPSC_1FPS and device.regs[reg.INTC] & reg.INTC_INTEN
+        assert "fixture" not in texts[-1]
+    finally:
+        sampler.close()
+        factory.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -232,3 +233,152 @@ def test_policy_matches_the_reference_model(
             assert plan.interrupt.upper_c == quantize_level(plan.interrupt.upper_c)
             assert abs(plan.interrupt.upper_c - (background + delta)) <= LEVEL_STEP_C + 0.125
             assert plan.interrupt.lower_c == LOWER_LEVEL_C
+
+
+# -- static warm objects (fixtures): learned, masked, forgotten -----------------------------------------
+
+FIXTURE_S = 60.0
+CORNER = {(0, 0): 45.0, (0, 1): 44.0, (1, 0): 44.5, (1, 1): 43.0}  # a radiator in the top-left corner
+FACE = {(r, c): 34.0 for r in range(3, 6) for c in range(3, 5)}
+
+
+def fixture_policy(**overrides: float) -> SamplingPolicy:
+    return policy(fixture_after_s=FIXTURE_S, **overrides)
+
+
+def noisy(rng: np.random.Generator, frame: np.ndarray, amplitude: float = 0.35) -> np.ndarray:
+    """Sensor noise well inside the fixture band, as the 10 fps NETD puts on a steady pixel."""
+    return frame + rng.uniform(-amplitude, amplitude, frame.shape)
+
+
+def play(p: SamplingPolicy, start: float, end: float, frame: Callable[[float], np.ndarray]) -> list[Plan]:
+    """Frames from start (inclusive) to end (exclusive), each at the rate the previous plan asked for."""
+    plans: list[Plan] = []
+    t, fps = start, p.plan(start).fps
+    while t < end - 1e-9:
+        plan = p.on_frame(t, frame(t))
+        plans.append(plan)
+        fps = plan.fps
+        t = round(t + 1.0 / fps, 6)
+    return plans
+
+
+def with_radiator(p: SamplingPolicy, rng: np.random.Generator) -> float:
+    """A radiator warms up in the corner of an empty room and stays; returns when it is learned."""
+    p.on_frame(0.0, room())
+    plans = play(p, 1.0, 1.0 + FIXTURE_S - 0.5, lambda t: noisy(rng, room(hot=CORNER)))
+    assert all(plan.present and plan.fps == 10 for plan in plans)  # unknown warm pixels: presence
+    assert p.fixture_count == 0
+    play(p, 1.0 + FIXTURE_S - 0.5, 1.0 + FIXTURE_S + 0.5, lambda t: noisy(rng, room(hot=CORNER)))
+    assert p.fixture_count == 4
+    return 1.0 + FIXTURE_S + 0.5
+
+
+def test_a_static_warm_corner_goes_back_to_idle_and_stays_there() -> None:
+    rng = np.random.default_rng(1)
+    p = fixture_policy(idle_after_s=10.0)
+    learned = with_radiator(p, rng)
+    # Nothing but the fixture: idle_after_s after the last unexplained warm pixel, 1 fps.
+    plans = play(p, learned, learned + 9.0, lambda t: noisy(rng, room(hot=CORNER)))
+    assert plans[0].fps == 10
+    plans = play(p, learned + 11.0, learned + 3600.0, lambda t: noisy(rng, room(hot=CORNER)))
+    assert plans and all(plan == Plan(fps=1, interrupt=None, present=False) for plan in plans)
+    # The interrupt stays off: the chip compares every pixel with one level, the radiator's included.
+    assert p.fixture_count == 4
+    assert p.fixture_mask == (1 << 0) | (1 << 1) | (1 << 8) | (1 << 9)  # image order, like the frames
+
+
+def test_someone_arriving_beside_a_known_fixture_is_seen_on_the_next_frame() -> None:
+    rng = np.random.default_rng(2)
+    p = fixture_policy(idle_after_s=10.0)
+    learned = with_radiator(p, rng)
+    t = learned + 20.0
+    assert p.on_frame(t, noisy(rng, room(hot=CORNER))).fps == 1
+    plan = p.on_frame(t + 1.0, noisy(rng, room(hot=CORNER | FACE)))
+    assert plan == Plan(fps=10, interrupt=None, present=True)
+    assert p.fixture_count == 4  # the radiator is still known
+    # They leave: back to idle after idle_after_s, the radiator still masked.
+    plans = play(p, t + 1.1, t + 30.0, lambda t: noisy(rng, room(hot=CORNER)))
+    assert plans[-1] == Plan(fps=1, interrupt=None, present=False)
+
+
+def test_an_interrupt_on_fixture_pixels_only_is_not_presence() -> None:
+    rng = np.random.default_rng(3)
+    p = fixture_policy(idle_after_s=10.0)
+    learned = with_radiator(p, rng)
+    t = learned + 20.0
+    assert not p.on_interrupt(t, p.fixture_mask).present  # an edge still on its way from before
+    assert p.on_interrupt(t + 0.1, p.fixture_mask | (1 << 35)).present
+
+
+def test_a_fixture_that_cools_away_is_forgotten_and_the_interrupt_comes_back() -> None:
+    rng = np.random.default_rng(4)
+    p = fixture_policy(idle_after_s=10.0)
+    learned = with_radiator(p, rng)
+    t = learned + 20.0
+    assert p.on_frame(t, noisy(rng, room(hot=CORNER))).interrupt is None
+    cooler = {pixel: value - 1.5 for pixel, value in CORNER.items()}  # switched off: cooling
+    plan = p.on_frame(t + 1.0, room(hot=cooler))
+    assert p.fixture_count == 0  # changed: forgotten at once, and still above the level: presence
+    assert plan.present and plan.fps == 10
+    plans = play(p, t + 1.1, t + 20.0, lambda t: room())  # cooled down to the room
+    assert p.fixture_count == 0
+    assert plans[-1].fps == 1 and plans[-1].interrupt is not None
+    assert plans[-1].interrupt.upper_c == 25.0
+
+
+def test_a_fixture_that_warms_further_counts_as_presence_at_once() -> None:
+    rng = np.random.default_rng(5)
+    p = fixture_policy(idle_after_s=10.0)
+    learned = with_radiator(p, rng)
+    t = learned + 20.0
+    assert p.on_frame(t, noisy(rng, room(hot=CORNER))).fps == 1
+    warmer = dict(CORNER)
+    warmer[(1, 1)] += 2.0  # something hot set down in front of it, or a hand on it
+    plan = p.on_frame(t + 1.0, room(hot=warmer))
+    assert plan.present and plan.fps == 10
+    assert p.fixture_count == 3
+
+
+def test_someone_standing_still_past_the_fixture_time_then_the_next_person() -> None:
+    rng = np.random.default_rng(6)
+    p = fixture_policy(idle_after_s=10.0)
+    p.on_frame(0.0, room())
+    # A person stands very still: after the fixture time their pixels count as fixtures, and the
+    # sampler idles. Screening works on the frames themselves (at whichever rate) and had its answer
+    # within seconds; nothing downstream reads the sampler's presence.
+    plans = play(p, 1.0, 1.0 + FIXTURE_S + 9.5, lambda t: noisy(rng, room(hot=FACE)))
+    assert all(plan.fps == 10 for plan in plans)
+    assert p.fixture_count == len(FACE)
+    assert play(p, 1.0 + FIXTURE_S + 9.5, 200.0, lambda t: noisy(rng, room(hot=FACE)))[-1].fps == 1
+    # Any move of theirs is a change: presence again at once.
+    swayed = dict(FACE)
+    swayed[(3, 3)] = 31.0
+    assert p.on_frame(200.0, room(hot=swayed)).fps == 10
+    play(p, 200.1, 230.0, lambda t: noisy(rng, room(hot=FACE)))
+    # They leave: their pixels are forgotten at once, the interrupt is armed again.
+    p.on_frame(230.0, room())
+    assert p.fixture_count == 0
+    plans = play(p, 230.1, 260.0, lambda t: room())
+    assert p.fixture_count == 0
+    assert plans[-1].fps == 1 and plans[-1].interrupt is not None
+    # The next person, at the same spot, is someone arriving.
+    plan = p.on_frame(260.0, room(hot=FACE))
+    assert plan == Plan(fps=10, interrupt=None, present=True)
+
+
+def test_the_background_follows_the_room_with_a_fixture_in_view() -> None:
+    rng = np.random.default_rng(7)
+    p = fixture_policy(idle_after_s=5.0)
+    learned = with_radiator(p, rng)
+    t = learned
+    for _ in range(900):  # 15 minutes at 1 fps, the room warming by 2 °C, the radiator as it was
+        p.on_frame(t, noisy(rng, room(ROOM + 2.0 * (t - learned) / 900, hot=CORNER), 0.1))
+        t += 1.0
+    assert p.fixture_count == 4
+    assert p.background == pytest.approx(ROOM + 2.0, abs=0.3)
+
+
+def test_the_fixture_time_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="fixture_after_s"):
+        policy(fixture_after_s=0.0)
