@@ -5,6 +5,13 @@ the kiosk's host names (hostname, hostname.local, localhost) and loopback, valid
 Made with the `cryptography` package where installed (it comes with aiortc), else with the
 openssl command. Browsers warn about a self-signed certificate; the About page shows its
 SHA-256 fingerprint so the technician can check it is this kiosk's.
+
+A Pi has no real-time clock: the first start may run on 1970, or on the image's build date,
+until NTP syncs. A certificate valid "ten years from now" made then would have expired long
+before any browser saw it, so its validity starts no later than now and ends no earlier than
+VALID_DAYS after CLOCK_FLOOR, whatever the clock said. A certificate found expired at start is
+made again (logged); one that is only "not yet valid" is kept, since then the clock is behind,
+not the certificate: a new one would change the fingerprint browsers remember for nothing.
 """
 
 from __future__ import annotations
@@ -12,19 +19,35 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.atomic import atomic_write
 from appliance.errors import StateError
 
+log = logging.getLogger(__name__)
+
 DIR = "setup-tls"
 VALID_DAYS = 3650
+# No kiosk runs this firmware before this date: a clock that says otherwise is not set yet.
+CLOCK_FLOOR = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+Now = Callable[[], datetime.datetime]
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def validity(now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+    """(not before, not after) for a certificate made at `now`, right once the clock is set."""
+    return now - datetime.timedelta(minutes=5), max(now, CLOCK_FLOOR) + datetime.timedelta(days=VALID_DAYS)
 
 
 def paths(state_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -37,7 +60,9 @@ def host_names() -> list[str]:
     return sorted({name, f"{name}.local", "localhost"})
 
 
-def _with_cryptography(common_name: str, names: list[str], ips: list[str]) -> tuple[bytes, bytes]:
+def _with_cryptography(
+    common_name: str, names: list[str], ips: list[str], now: datetime.datetime
+) -> tuple[bytes, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,7 +70,7 @@ def _with_cryptography(common_name: str, names: list[str], ips: list[str]) -> tu
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = validity(now)
     san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
     cert = (
         x509.CertificateBuilder()
@@ -53,8 +78,8 @@ def _with_cryptography(common_name: str, names: list[str], ips: list[str]) -> tu
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
@@ -71,6 +96,8 @@ def _with_openssl(common_name: str, names: list[str], ips: list[str]) -> tuple[b
         raise StateError(
             "cannot make a TLS certificate: neither the cryptography package nor openssl is installed"
         )
+    # The fallback only (the cryptography package comes with aiortc): `req -x509` in OpenSSL
+    # 3.0 dates the certificate by the system clock, so CLOCK_FLOOR does not apply here.
     san = ",".join([f"DNS:{n}" for n in names] + [f"IP:{a}" for a in ips])
     with tempfile.TemporaryDirectory() as tmp:
         key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
@@ -86,17 +113,32 @@ def _with_openssl(common_name: str, names: list[str], ips: list[str]) -> tuple[b
         return cert.read_bytes(), key.read_bytes()
 
 
+def _expired(cert_path: Path, now: datetime.datetime) -> bool:
+    try:
+        from cryptography import x509
+    except ImportError:
+        return False  # cannot tell: kept, as before
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return False  # unreadable: server_context says so clearly
+    return cert.not_valid_after_utc < now
+
+
 def ensure_certificate(
-    state_dir: str | os.PathLike[str], extra_ips: list[str] | None = None
+    state_dir: str | os.PathLike[str], extra_ips: list[str] | None = None, *, now: Now = _utc_now
 ) -> tuple[Path, Path]:
-    """The certificate and key, made now if missing. Returns (cert path, key path)."""
+    """The certificate and key, made now if missing or expired. Returns (cert path, key path)."""
     cert_path, key_path = paths(state_dir)
+    at = now()
     if cert_path.is_file() and key_path.is_file():
-        return cert_path, key_path
+        if not _expired(cert_path, at):
+            return cert_path, key_path
+        log.warning("the setup page's TLS certificate %s has expired: making a new one", cert_path)
     names = host_names()
     ips = sorted({"127.0.0.1", *(extra_ips or [])})
     try:
-        cert, key = _with_cryptography(names[0], names, ips)
+        cert, key = _with_cryptography(names[0], names, ips, at)
     except ImportError:
         cert, key = _with_openssl(names[0], names, ips)
     # The key first, 0600 from its first byte (atomic_write sets the mode before writing).

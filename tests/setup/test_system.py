@@ -3,6 +3,8 @@ arguments, as systemd is not PID 1 here), the certificate both ways, the PNG, th
 
 from __future__ import annotations
 
+import datetime
+import logging
 import ssl
 import stat
 import struct
@@ -266,3 +268,48 @@ def test_systemctl_is_still_used_where_it_works(tmp_path: Path) -> None:
     cgroup(root / "system.slice", "appliance-thermal.service", cgroup_events="populated 0\n")
     states = control(tmp_path, systemctl=exe, active=True, cgroup_root=root).unit_states()
     assert states["thermal"]["ActiveState"] == "active" and "Source" not in states["thermal"]
+
+
+def _validity(cert: Path) -> tuple[datetime.datetime, datetime.datetime]:
+    from cryptography import x509
+
+    c = x509.load_pem_x509_certificate(cert.read_bytes())
+    return c.not_valid_before_utc, c.not_valid_after_utc
+
+
+def test_a_certificate_made_before_ntp_synced_is_still_valid_once_it_has(tmp_path: Path) -> None:
+    # A Pi has no real-time clock: the first start may run on 1970 (or on the image's build
+    # date) until NTP syncs, and a certificate valid "ten years from now" would then expire
+    # decades before the browsers that check it were made.
+    boot = datetime.datetime(1970, 1, 1, 0, 1, tzinfo=datetime.UTC)
+    cert, _ = tls.ensure_certificate(tmp_path, now=lambda: boot)
+    before, after = _validity(cert)
+    assert before <= boot
+    assert after >= tls.CLOCK_FLOOR + datetime.timedelta(days=tls.VALID_DAYS)
+
+
+def test_an_expired_certificate_is_made_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    made = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    cert, key = tls.ensure_certificate(tmp_path, now=lambda: made)
+    old = cert.read_bytes()
+    later = tls.validity(made)[1] + datetime.timedelta(days=1)
+    with caplog.at_level(logging.WARNING, logger=tls.__name__):
+        assert tls.ensure_certificate(tmp_path, now=lambda: later) == (cert, key)
+    assert cert.read_bytes() != old
+    assert _validity(cert)[1] > later
+    assert any("expired" in r.getMessage() for r in caplog.records)
+    # Valid, it is kept: its fingerprint is what the technician's browser remembers.
+    kept = cert.read_bytes()
+    assert tls.ensure_certificate(tmp_path, now=lambda: later) == (cert, key)
+    assert cert.read_bytes() == kept
+
+
+def test_a_certificate_not_yet_valid_by_a_clock_that_is_behind_is_kept(tmp_path: Path) -> None:
+    # Made once the clock was right; a later boot runs on 1970 until NTP syncs. The clock is
+    # wrong, not the certificate: making a new one would change the fingerprint for nothing.
+    cert, _ = tls.ensure_certificate(
+        tmp_path, now=lambda: datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)
+    )
+    kept = cert.read_bytes()
+    tls.ensure_certificate(tmp_path, now=lambda: datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC))
+    assert cert.read_bytes() == kept
