@@ -137,22 +137,52 @@ def kill_group(proc: asyncio.subprocess.Process) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+class DemoStartError(Exception):
+    """The demo cannot start as asked (a port taken, a work directory it cannot write): said in
+    one line, before any daemon runs."""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As the daemons bind (aiohttp sets SO_REUSEADDR): a TIME_WAIT left by the last demo
+        # does not make a port busy, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def asked_port(variable: str) -> int | None:
+    """The port an environment variable asks for, or None; DemoStartError if it is no port or
+    something else listens there already: the daemon would crash-loop on it all run, and the
+    printed URL would be another program's."""
+    wanted = os.environ.get(variable)
+    if not wanted:
+        return None
+    try:
+        port = int(wanted)
+    except ValueError:
+        port = 0
+    # 0 would be a port the daemon picks, which the printed URL could not name.
+    if not 1 <= port <= 65535:
+        raise DemoStartError(f"{variable}={wanted!r} is not a port number (1-65535)")
+    if not port_is_free(port):
+        raise DemoStartError(
+            f"{variable}={port}: that port is in use by another program; free it or pick another"
+        )
+    return port
+
+
 def setup_port() -> int:
     """APPLIANCE_DEMO_SETUP_PORT if set, else 8080 (the kiosk's) if it is free, else a free port.
 
     A busy 8080 (another demo, a dev server) would crash-loop the setup daemon for the whole run
     and make the printed setup page someone else's."""
-    if wanted := os.environ.get("APPLIANCE_DEMO_SETUP_PORT"):
-        return int(wanted)
-    with socket.socket() as sock:
-        # As the setup daemon binds (aiohttp sets SO_REUSEADDR): a TIME_WAIT left by the last
-        # demo does not make 8080 busy, a listener does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", DEFAULT_SETUP_PORT))
-        except OSError:
-            return free_port()
-    return DEFAULT_SETUP_PORT
+    if (wanted := asked_port("APPLIANCE_DEMO_SETUP_PORT")) is not None:
+        return wanted
+    return DEFAULT_SETUP_PORT if port_is_free(DEFAULT_SETUP_PORT) else free_port()
 
 
 @dataclass
@@ -218,8 +248,8 @@ class Supervisor:
         if room_url is not None:
             self.room_url = normalize_room_url(room_url)
         else:
-            port = os.environ.get("APPLIANCE_DEMO_ROOM_PORT")
-            self.room_url = f"http://127.0.0.1:{int(port) if port else free_port()}"
+            port = asked_port("APPLIANCE_DEMO_ROOM_PORT")
+            self.room_url = f"http://127.0.0.1:{port if port is not None else free_port()}"
         self.setup_port = setup_port()
         self.room_lines: list[str] = []
         self.kiosk_paired = False
@@ -231,6 +261,14 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.bus: BusClient | None = None
         self.started = time.monotonic()
+
+    def prepare(self) -> None:
+        """The work directory and the config files in it, before anything starts;
+        DemoStartError if they cannot be written (read-only, another user's, a file in the way)."""
+        try:
+            self.write_config()
+        except OSError as exc:
+            raise DemoStartError(f"cannot write the work dir {self.workdir}: {exc.strerror or exc}") from None
 
     def write_config(self) -> None:
         for d in (self.state, self.run, self.logs):
@@ -536,9 +574,14 @@ async def _demo(
     scenario: str | None,
 ) -> int:
     names = daemons.available()
-    sup = Supervisor(
-        workdir, [n for n in ORDER if n in names], headless=headless, room_url=room_url, scenario=scenario
-    )
+    try:
+        sup = Supervisor(
+            workdir, [n for n in ORDER if n in names], headless=headless, room_url=room_url, scenario=scenario
+        )
+        sup.prepare()
+    except DemoStartError as exc:
+        print(f"appliance demo: {exc}", file=sys.stderr, flush=True)
+        return 1
     loop = asyncio.get_running_loop()
     # SIGHUP too: the terminal closed. Its default action would end the demo on the spot, and the
     # daemons, in sessions of their own that the hangup does not reach, would run on as orphans.
@@ -569,9 +612,11 @@ async def _demo(
                     await sup.stopping.wait()
     finally:
         await sup.stop()
-    summary = sup.report()
-    if report:
-        atomic_write(report, json.dumps(summary, indent=2) + "\n")
+        # Also after a start that failed or was interrupted: a bench or CI reading the report
+        # learns what ran, rather than finding none (or the last run's).
+        summary = sup.report()
+        if report:
+            write_report(report, summary)
     print(
         "appliance demo: stopped;",
         ", ".join(
@@ -580,6 +625,13 @@ async def _demo(
         flush=True,
     )
     return 0
+
+
+def write_report(path: str, summary: dict[str, Any]) -> None:
+    try:
+        atomic_write(path, json.dumps(summary, indent=2) + "\n")
+    except OSError as exc:  # the daemons are stopped already; the report alone is lost
+        log.error("cannot write the report %s: %s", path, exc.strerror or exc)
 
 
 def run_demo(

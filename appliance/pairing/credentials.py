@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import stat
 import urllib.parse
@@ -38,6 +39,20 @@ class DeviceCredentials(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(DeviceCredentials)
+# RFC 6750's b64token, loosely: visible ASCII, no space. Anything else cannot be sent as a
+# bearer token (a line break makes the HTTP client raise ValueError, not a network error).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def credentials_problem(creds: DeviceCredentials) -> str | None:
+    """Why these credentials cannot be used to reach the room service, or None."""
+    if not _TOKEN.fullmatch(creds.token):
+        return "the device token is empty or not printable ASCII"
+    try:
+        normalize_room_url(creds.room_url)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def host_name_problem(host: str) -> str | None:
@@ -85,6 +100,10 @@ def load_credentials(state_dir: Path) -> DeviceCredentials | None:
     except msgspec.DecodeError as exc:
         # Unusable credentials are no credentials: the kiosk pairs again rather than stopping.
         _report(path, f"{path} is not valid ({exc}); treating the kiosk as unpaired")
+        return None
+    if problem := credentials_problem(creds):
+        # Valid JSON all the same (a hand edit, a damaged block): never the token itself here.
+        _report(path, f"{path} is not usable ({problem}); treating the kiosk as unpaired")
         return None
     _reported.pop(path, None)
     return creds

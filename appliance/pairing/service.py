@@ -39,6 +39,7 @@ from appliance.config import AppConfig
 from appliance.pairing.client import RateLimited, RoomClient, RoomServiceError, Unauthorized
 from appliance.pairing.credentials import (
     DeviceCredentials,
+    credentials_problem,
     device_id,
     device_model,
     forget_credentials,
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SLOW_DOWN_STEP_S = 5.0  # RFC 8628 3.5
 MIN_INTERVAL_S = 1.0  # the shortest poll interval a room service may ask for
+CLOCK_JUMP_S = 5.0  # the wall clock moved this much against the monotonic one: it was set
 IDLE_RECHECK_S = 5.0  # unpaired and idle: look for a token `appliance pair` may have stored
 FlowEnd = Literal["paired", "stopped", "denied"]
 
@@ -278,11 +280,17 @@ class Pairing:
             try:
                 grant = await client.authorize(ident, model, __version__)
             except RoomServiceError as exc:
+                if gen != self._gen:
+                    return "stopped"  # unpaired or restarted meanwhile: not this flow's to say
                 self._publish(PairingStatus(state="error", reason=f"cannot reach the room service: {exc}"))
                 if await self._sleep(backoff, gen):
                     return "stopped"
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
+            if gen != self._gen:
+                # Unpaired or restarted while the request was out: a code published now would
+                # stay on the screen (pairing.status is retained) for a flow that is over.
+                return "stopped"
             if isinstance(grant, RateLimited):
                 self._publish(PairingStatus(state="error", reason="the room service is busy; trying again"))
                 if await self._sleep(grant.retry_after, gen):
@@ -307,21 +315,35 @@ class Pairing:
         the kiosk was paired from a shell (`appliance pair`) meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grant.expires_in
-        self._publish(
-            PairingStatus(
+
+        def show_code() -> PairingStatus:
+            status = PairingStatus(
                 state="code",
                 user_code=grant.user_code,
-                expires_at=time.time() + grant.expires_in,
+                expires_at=time.time() + (deadline - loop.time()),
                 verification_uri_complete=grant.verification_uri_complete,
                 reason=f"enter the code at {grant.verification_uri}",
             )
-        )
+            self._publish(status)
+            return status
+
+        shown = show_code()
         # At least a second: an interval of 0 (or less) from a broken service would poll it
         # as fast as it answers.
         interval = max(MIN_INTERVAL_S, float(grant.interval))
+        failures = 0  # polls in a row that got no sensible answer
         while True:
-            if await self._sleep(interval, gen):
+            # RFC 8628 3.5: back off while the service is unreachable or answers nonsense (a
+            # 5xx, a captive portal's HTML), rather than polling it at full pace for the whole
+            # life of the code; the code on the screen stays valid meanwhile.
+            wait = interval if not failures else min(interval * 2**failures, max(interval, self.retry_max_s))
+            if await self._sleep(wait, gen):
                 return "stopped"
+            # The code's life runs on the monotonic clock; expires_at is Unix time for the
+            # screen. A Pi has no RTC: NTP setting the clock while a code shows would leave the
+            # screen counting down to a wrong time, so the code goes out again on the new clock.
+            if abs(time.time() + (deadline - loop.time()) - (shown.expires_at or 0.0)) > CLOCK_JUMP_S:
+                shown = show_code()
             found = load_credentials(self.state_dir)
             if found is not None and found != stored:
                 self.credentials = found
@@ -332,10 +354,20 @@ class Pairing:
             try:
                 answer = await client.poll(grant.device_code)
             except RoomServiceError as exc:
-                log.info("pairing: poll failed (%s); polling on", exc)
+                failures += 1
+                log.info("pairing: poll failed (%s); polling on, less often", exc)
+                continue
+            if isinstance(answer, t.TokenResponse) and (problem := self._unusable(room_url, answer)):
+                failures += 1
+                log.warning("pairing: the room service granted a token that cannot be used (%s)", problem)
                 continue
             if gen != self._gen:
+                if isinstance(answer, t.TokenResponse):
+                    # Approved just as the kiosk was unpaired (or pairing restarted): this token
+                    # is nobody's now. Left live, the room would list a kiosk that is not paired.
+                    await self._revoke_quietly(client, answer.access_token)
                 return "stopped"  # unpaired or restarted while the poll was out
+            failures = 0
             if isinstance(answer, RateLimited):
                 interval = max(interval, answer.retry_after)
             elif isinstance(answer, t.TokenResponse):
@@ -361,6 +393,21 @@ class Pairing:
                 return "denied"
             elif answer.error != "authorization_pending":
                 return None  # expired_token, invalid_grant: a new code
+
+    @staticmethod
+    def _unusable(room_url: str, answer: t.TokenResponse) -> str | None:
+        probe = DeviceCredentials(
+            room_url=room_url, token=answer.access_token, room_id="", room_name="", paired_at=0.0
+        )
+        return credentials_problem(probe)
+
+    @staticmethod
+    async def _revoke_quietly(client: RoomClient, token: str) -> None:
+        try:
+            await client.revoke(token)
+        except RoomServiceError as exc:
+            # The admin can still revoke it on the service; the token itself is never logged.
+            log.warning("pairing: could not revoke a token granted after the flow ended: %s", exc)
 
     async def pair_once(self, room_url: str) -> DeviceCredentials:
         """The flow without the bus, until paired (`appliance pair`). Raises PairingRefused."""

@@ -130,3 +130,25 @@ def test_a_damaged_file_is_reported_once_not_at_every_look(
     path.write_text("{")
     assert load_credentials(tmp_path) is None
     assert len([r for r in caplog.records if "not valid" in r.getMessage()]) == 2
+
+
+@pytest.mark.parametrize(
+    "token, room_url",
+    [
+        ("rdt_secret\r\nX-Evil: 1", "https://rooms.example.org"),  # a header of its own
+        ("", "https://rooms.example.org"),
+        ("rdt secret", "https://rooms.example.org"),
+        ("rdt_secret", "ftp://rooms.example.org"),
+        ("rdt_secret", "https://rooms..example.org"),
+    ],
+)
+def test_credentials_that_parse_but_cannot_be_used_mean_unpaired(
+    tmp_path: Path, token: str, room_url: str
+) -> None:
+    """A hand-edited or damaged file that is still valid JSON: a token with a line break would
+    make every request raise ValueError in the HTTP client (no network error: it would end the
+    pairing task, and the publisher with it, at each start); an empty one or a URL that is no
+    room service's would be sent as is. Such a file is treated as damaged: unpaired, pair again."""
+    bad = DeviceCredentials(room_url=room_url, token=token, room_id="r1", room_name="Lobby", paired_at=1.0)
+    save_credentials(tmp_path, bad)
+    assert load_credentials(tmp_path) is None
