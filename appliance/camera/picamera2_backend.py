@@ -12,9 +12,10 @@ picamera2's LibavH264Encoder (libx264) and we tune that one instead. Either way:
 - `camera.keyframe` calls the encoder's force_key_frame(): on the V4L2 encoder it sets
   V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME before the next buffer is queued, on the libav one it
   marks the next frame's pict_type I (forced-idr makes that an IDR).
-- The lores stream (the preview size) is copied out in picamera2's post_callback and handed to
-  a preview thread, which converts it (a Pi 4's lores is YUV420 only; a Pi 5 gives B, G, R
-  directly), and writes it to the ring.
+- The lores stream (the preview size, made even and no larger than main as picamera2 demands)
+  is copied out in picamera2's post_callback and handed to a preview thread, which converts it
+  (a Pi 4's lores is YUV420 only; a Pi 5 gives B, G, R directly), scales it to the preview size
+  and writes it to the ring.
 - hflip, vflip and rotation 180 are done by the ISP (libcamera Transform), for free. The ISP
   cannot transpose, so for rotation 90 or 270 the main stream is copied out and turned and
   encoded in software (libx264, like the v4l2 backend): it works, at a CPU cost; mount the
@@ -26,8 +27,10 @@ imported in start(), and their absence is reported as an absent camera, not a cr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -108,7 +111,16 @@ def _output_class(output_base: Any) -> Any:
         ) -> None:
             if audio or frame is None:
                 return
-            self.logic.sink.access_unit(self.logic.frame(frame, timestamp))
+            try:
+                unit = self.logic.frame(frame, timestamp)
+            except Exception as exc:
+                # This runs in picamera2's encoder thread, between taking an encoded buffer and
+                # giving it back: an exception would end that thread silently, leave the encoder
+                # short of buffers, and the daemon would only see silence. Report it instead.
+                log.exception("H.264 output failed")
+                self.logic.sink.fault(f"H.264 output failed: {type(exc).__name__}: {exc}")
+                return
+            self.logic.sink.access_unit(unit)
 
     return KioskOutput
 
@@ -142,7 +154,10 @@ def _v4l2_encoder(h264_cls: Any, v4l2_base: Any, videodev2: Any, level_idc: int,
             # picamera2 drops headers-only buffers; keep their SPS/PPS for the next IDR.
             has_picture = bool(super()._check_for_picture(buf))
             if not has_picture:
-                on_headers(buf)
+                try:
+                    on_headers(buf)
+                except Exception:  # picamera2's encoder thread, as in outputframe: never raise
+                    log.exception("could not keep the SPS/PPS of a headers-only buffer")
             return has_picture
 
     class KioskH264Encoder(h264_cls, _KioskControls):
@@ -177,6 +192,60 @@ def _libav_encoder(libav_cls: Any, level_idc: int, bitrate: int) -> Any:
             cc.options = options
 
     return KioskLibavH264Encoder
+
+
+def lores_request_size(preview: tuple[int, int], main: tuple[int, int]) -> tuple[int, int]:
+    """The lores stream to ask for: the preview size made even and no larger than main.
+
+    picamera2 refuses odd stream sizes and a lores stream larger than main (check_stream_config,
+    check_camera_config), while the config allows both for the preview; the preview thread
+    scales whatever lores gives to the preview size, so a size that differs a little is fine.
+    """
+    width = min(preview[0] + preview[0] % 2, main[0] - main[0] % 2)
+    height = min(preview[1] + preview[1] % 2, main[1] - main[1] % 2)
+    return max(2, width), max(2, height)
+
+
+def _open_picamera2(picamera2_cls: Any) -> Any:
+    """A new Picamera2, or CameraFault; a failed open leaves nothing behind.
+
+    picamera2's __init__ opens a notification pipe and registers the instance with its camera
+    manager before it opens the camera, and when that fails (the camera busy in another
+    process, or gone since the listing) undoes neither: close() returns early for a camera
+    that never opened. Retried every 30 s for as long as the camera stays busy, that is a file
+    descriptor per attempt until the process runs out. So the instance is made in two steps,
+    to still hold it when __init__ fails, and what it made is released here.
+    """
+    picam2 = picamera2_cls.__new__(picamera2_cls)
+    try:
+        picam2.__init__()
+    except Exception as exc:
+        _discard_half_open(picam2)
+        raise CameraFault(f"cannot open the camera: {exc}") from None
+    return picam2
+
+
+def _discard_half_open(picam2: Any) -> None:
+    # Unregistered first: the manager's listener thread writes to notifyme_w for a camera it knows.
+    manager = getattr(type(picam2), "_cm", None)
+    cameras = getattr(manager, "cameras", None)
+    if manager is not None and isinstance(cameras, dict):
+        for index in [i for i, cam in cameras.items() if cam is picam2]:
+            try:
+                manager.cleanup(index)  # which also ends its listener thread when none is left
+            except Exception:
+                log.exception("could not unregister a camera that failed to open")
+    reader = getattr(picam2, "notifymeread", None)
+    fds = [getattr(picam2, "notifyme_w", None)]
+    if reader is not None:
+        with contextlib.suppress(OSError):
+            reader.close()  # the file object that owns notifyme_r
+    else:
+        fds.append(getattr(picam2, "notifyme_r", None))
+    for fd in fds:
+        if isinstance(fd, int):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Picamera2Backend(Backend):
@@ -231,15 +300,15 @@ class Picamera2Backend(Backend):
         # A Pi 4's ISP gives its second (lores) output in YUV420 only; a Pi 5's in any format.
         self._lores_yuv = vc4
         frame_us = round(1_000_000 / s.fps)
-        try:
-            picam2 = Picamera2()
-        except Exception as exc:  # busy (another process has it), or gone since the listing
-            raise CameraFault(f"cannot open the camera: {exc}") from None
+        picam2 = _open_picamera2(Picamera2)
         self._picam2 = picam2
         try:
             config = picam2.create_video_configuration(
                 main={"size": (cap_w, cap_h), "format": "YUV420"},
-                lores={"size": s.preview_capture_size, "format": "YUV420" if vc4 else "RGB888"},
+                lores={
+                    "size": lores_request_size(s.preview_capture_size, (cap_w, cap_h)),
+                    "format": "YUV420" if vc4 else "RGB888",
+                },
                 # With a software turn, the mirrors are done after it, in `transform.apply`.
                 transform=transform_cls() if self._software_turn else transform_cls(hflip=hflip, vflip=vflip),
                 controls={"FrameDurationLimits": (frame_us, frame_us)},
@@ -310,8 +379,11 @@ class Picamera2Backend(Backend):
                     )
                     kind = "hardware H.264"
                 output = _output_class(Output)(logic)
-                picam2.start_recording(self._encoder, output)
+                # Set before: start_recording starts the encoder (the codec device opened, its
+                # poll thread running) and only then the camera; when the camera fails, only
+                # stop_recording() stops that encoder again, and picam2.stop() or close() do not.
                 self._recording = True
+                picam2.start_recording(self._encoder, output)
                 log.info("picamera2: %dx%d at %d fps, %s, level %d", out_w, out_h, s.fps, kind, level)
         except Exception as exc:
             raise CameraFault(f"the camera or its encoder failed to start: {exc}") from None

@@ -59,6 +59,13 @@ def check_device(path: str) -> None:
 
 def _open_error(path: str, exc: Exception) -> CameraAbsent | CameraFault:
     code = getattr(exc, "errno", None)
+    if code == errno.ENODEV and os.path.exists(path):
+        # FFmpeg's answer for a node that exists but cannot capture video: most often the
+        # metadata node a UVC webcam has beside its capture node. Plugged in, wrong node.
+        return CameraFault(
+            f"{path} is not a video capture device: set camera.device to the webcam's capture "
+            "node (v4l2-ctl --list-devices lists it first)"
+        )
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
         return CameraAbsent(f"{path}: {os.strerror(code)} (unplugged?)")
     return CameraFault(f"{path}: cannot open: {exc}")

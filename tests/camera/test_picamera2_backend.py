@@ -101,3 +101,24 @@ def test_without_picamera2_the_camera_is_absent_with_the_reason() -> None:
         backend.start(CollectingSink())
     backend.stop()
     assert not backend.request_keyframe()
+
+
+def test_an_error_in_our_output_is_a_fault_not_the_end_of_picamera2s_encoder_thread(
+    sink: CollectingSink,
+) -> None:
+    # outputframe runs in picamera2's V4L2 poll thread, between dequeuing an encoded buffer and
+    # queuing it back: an exception there ends that thread silently and leaves the encoder
+    # without buffers, so the daemon would see only "no frames" seconds later.
+    def broken_clock() -> int:
+        raise OverflowError("timestamp out of range")
+
+    logic = AccessUnitOutput(sink, 640, 480, broken_clock)
+
+    class FakeOutputBase:
+        pass
+
+    output = _output_class(FakeOutputBase)(logic)
+    output.outputframe(SPS + PPS + IDR, True, 0)  # must not raise into picamera2
+    output.outputframe(P, False, 33_333)
+    assert sink.units == []
+    assert sink.faults and "OverflowError: timestamp out of range" in sink.faults[0]

@@ -4,12 +4,14 @@ faults, absence, stalls and hangs are reported with their reasons and retried.""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from appliance.bus.broker import Broker
@@ -19,6 +21,7 @@ from appliance.bus.topics import CameraStatus, Empty, FrameRingNotice, H264Acces
 from appliance.camera import daemon
 from appliance.camera.base import AccessUnit, Backend, CameraAbsent, CameraStuck, FrameSink, StreamSettings
 from appliance.camera.daemon import CameraService
+from appliance.camera.sim_backend import SimBackend
 from appliance.config import AppConfig, replace
 
 from .helpers import settings
@@ -341,3 +344,59 @@ async def test_a_ring_that_could_not_be_created_is_tried_again(
         await asyncio.gather(task, return_exceptions=True)
         if service.ring is not None:
             service.ring.close()
+
+
+class FlakySim(SimBackend):
+    """The real sim pipeline (capture and encoder threads, libx264) that fails after 3 units."""
+
+    def start(self, sink: FrameSink) -> None:
+        count = 0
+
+        class Tap:
+            def access_unit(self, au: AccessUnit) -> None:
+                nonlocal count
+                sink.access_unit(au)
+                count += 1
+                if count == 3:
+                    sink.fault("the flaky camera broke")
+
+            def preview(self, image: npt.NDArray[np.uint8], capture_ts: float) -> None:
+                sink.preview(image, capture_ts)
+
+            def fault(self, reason: str) -> None:
+                sink.fault(reason)
+
+        super().start(Tap())
+
+
+async def test_restarting_a_failing_camera_leaks_no_threads_or_descriptors(
+    bus: BusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weeks of a flaky camera are thousands of restarts: threads and fds must stay flat."""
+    monkeypatch.setattr(daemon, "BACKOFF_INITIAL_S", 0.01)
+    monkeypatch.setattr(daemon, "BACKOFF_MAX_S", 0.01)
+    status = bus.subscribe("camera.status")
+    service = CameraService(
+        bus, config(), ring=None, backend_factory=lambda: FlakySim(settings(160, 120, fps=30))
+    )
+    task = asyncio.create_task(service.run())
+
+    async def faults(n: int) -> None:
+        seen = 0
+        while seen < n:
+            msg = (await status.get(10)).msg
+            assert isinstance(msg, CameraStatus)
+            if msg.state == "fault":
+                assert msg.reason.startswith("the flaky camera broke")
+                seen += 1
+
+    try:
+        await faults(3)  # warm up: libraries loaded, the executor's threads made
+        fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+        await faults(15)
+        await faults(1)  # the thread of the run just failed may still be ending
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        assert threading.active_count() <= threads
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -7,9 +7,12 @@ Everything after the device (scaling, turning, preview, encoding, keyframes) is 
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from appliance.camera import h264
+from appliance.camera import h264, v4l2_backend
 from appliance.camera.base import CameraAbsent, CameraFault, CameraStuck
 from appliance.camera.transform import Orientation
 from appliance.camera.v4l2_backend import V4L2Backend, check_device
@@ -175,3 +178,94 @@ def test_a_stuck_read_is_not_closed_under_the_capture_thread(tmp_path: Path, sin
     assert device.closes == 1 and not device.closed_during_read  # released by the capture thread
     backend.stop()  # and a second stop has nothing left to do
     assert device.closes == 1
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_restarting_a_failing_webcam_leaks_no_threads_or_descriptors(tmp_path: Path) -> None:
+    """A webcam that keeps failing is restarted by the daemon for weeks: nothing may build up."""
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, 4, 160, 120)
+    opened: list[int] = []
+    closed: list[int] = []
+
+    class CountedClip(PacedClip):
+        def close(self) -> None:
+            closed.append(1)
+            super().close()
+
+    class EndingBackend(V4L2Backend):  # a webcam whose stream ends (unplugged) after 4 frames
+        def _open(self) -> Any:
+            opened.append(1)
+            return CountedClip(clip, fps=60)
+
+    def run_once() -> None:
+        backend = EndingBackend(settings(160, 120, fps=30, preview=(80, 60), device="/dev/null"))
+        sink = CollectingSink()
+        backend.start(sink)
+        deadline = time.monotonic() + 10
+        while not sink.faults and time.monotonic() < deadline:
+            time.sleep(0.01)
+        backend.stop()
+        assert sink.faults == ["/dev/null: the stream ended"]
+
+    run_once()  # the first run loads libraries and their thread pools
+    fds, threads = open_fds(), threading.active_count()
+    for _ in range(15):
+        run_once()
+    assert threading.active_count() == threads
+    assert open_fds() == fds
+    assert len(closed) == len(opened) == 16
+
+
+def test_a_start_that_fails_after_opening_the_device_closes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    closes: list[int] = []
+
+    class Device:
+        streams = types.SimpleNamespace(video=[types.SimpleNamespace(average_rate=30, base_rate=None)])
+
+        def close(self) -> None:
+            closes.append(1)
+
+    class Opened(V4L2Backend):
+        def _open(self) -> Any:
+            return Device()
+
+    def broken_encoder(*args: Any, **kwargs: Any) -> None:
+        raise av.FFmpegError(22, "libx264 refused the settings")
+
+    monkeypatch.setattr(v4l2_backend, "SoftwareH264Encoder", broken_encoder)
+    backend = Opened(settings(device="/dev/null"))
+    with pytest.raises(av.FFmpegError):
+        backend.start(CollectingSink())
+    backend.stop()  # what the daemon does after a failed start
+    assert closes == [1]
+    assert not backend.request_keyframe()
+
+
+def test_a_device_node_that_cannot_capture_is_a_fault_not_an_unplugged_camera(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # FFmpeg answers ENODEV for a V4L2 node without video capture, such as the metadata node a
+    # UVC webcam adds beside its capture node (/dev/video1 next to /dev/video0): plugged in and
+    # there, just the wrong node. "Unplugged?" would send the installer to the cable.
+    def not_capture(path: str, **kwargs: Any) -> Any:
+        raise av.FFmpegError(errno.ENODEV, "No such device", path)
+
+    monkeypatch.setattr(av, "open", not_capture)
+    backend = V4L2Backend(settings(device="/dev/null"))
+    with pytest.raises(CameraFault, match="not a video capture device") as info:
+        backend.start(CollectingSink())
+    assert not isinstance(info.value, CameraAbsent)
+    backend.stop()
+
+    # A node that went away between the check and the open is still an unplugged camera.
+    node = tmp_path / "video0"
+    node.write_bytes(b"")
+    gone = v4l2_backend._open_error(str(node), av.FFmpegError(errno.ENODEV, "No such device"))
+    assert isinstance(gone, CameraFault) and "not a video capture device" in str(gone)
+    node.unlink()
+    gone = v4l2_backend._open_error(str(node), av.FFmpegError(errno.ENODEV, "No such device"))
+    assert isinstance(gone, CameraAbsent) and "unplugged" in str(gone)
