@@ -81,6 +81,9 @@ _ECHOES = 32
 # network died; ICE takes some 30 s to say so). A talking browser sends a frame every 20 ms,
 # silent or not, so this is never a pause in speech.
 FLOOR_SILENCE_S = 5.0
+# One viewer's getStats gets this long; tick() waits on each in turn, and a tick held up holds up
+# the floor check and call.state for every viewer.
+STATS_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -406,6 +409,7 @@ class Call:
 
     async def _catch_up_viewer(self, viewer: Viewer, last_seq: int | None) -> None:
         """History or what this viewer missed, then whatever arrived live meanwhile."""
+        resumed = False  # the cursor starts after last_seq: what it was sent is recorded
         try:
             if last_seq is not None:
                 # The store's newest seq (a page's last_seq is its high-water mark, whatever it holds).
@@ -434,17 +438,39 @@ class Call:
                 viewer.cursor.sent = self.events.seen.copy()
             else:
                 viewer.cursor.start_after(last_seq)
+                resumed = True
                 async for event in pages(self._fetch, last_seq, self.kiosk.threshold_c):
                     self._deliver(viewer, event, live=False)
-        except (BusError, TimeoutError) as exc:
-            # The screening daemon is away: the viewer still gets live events from now on.
-            log.warning("viewer %s: cannot replay missed events: %s", viewer.id, exc)
+        except Exception as exc:
+            # The screening daemon is away (or answered what cannot be read): the viewer keeps
+            # its call, gets what this publisher holds of what it missed, then live events.
+            if isinstance(exc, BusError | TimeoutError):
+                log.warning("viewer %s: cannot replay missed events: %s", viewer.id, exc)
+            else:
+                log.exception("viewer %s: replaying missed events failed", viewer.id)
+            if last_seq is not None:
+                self._resume_from_history(viewer, last_seq, resumed=resumed)
         finally:
             viewer.catching_up = False
         while viewer.backlog:
             event = viewer.backlog.popleft()
             # As on_event would have sent it: an old event replayed after a bus outage is no alarm.
             self._deliver(viewer, event, live=event.live)
+
+    def _resume_from_history(self, viewer: Viewer, last_seq: int, *, resumed: bool) -> None:
+        """The events after last_seq from this publisher's own history (the newest HISTORY),
+        for a resume that events_since could not serve. Before this, a viewer resuming while
+        the screening daemon restarted lost everything between its last call and its join.
+        Sent once: the cursor drops what a page that did arrive had already sent."""
+        if not resumed:
+            # As for a seq the store never reached: trusted only up to the newest this
+            # publisher knows, less what is still queued for this viewer.
+            known = min([self.events.newest_seq, *(e.seq - 1 for e in viewer.backlog)])
+            last_seq = min(last_seq, known)
+            viewer.cursor.start_after(last_seq)
+        for event in list(self.events.history):
+            if event.seq > last_seq:
+                self._deliver(viewer, event, live=False)
 
     async def _fetch(self, params: EventsSince) -> EventsPage:
         page: EventsPage = await self.bus.request("screening.events_since", params, timeout=5.0)
@@ -629,15 +655,24 @@ class Call:
         if now - self._state_sent_at >= STATE_REFRESH_S:
             self._send_state()
         for viewer in list(self.viewers.values()):
-            if not viewer.connected.is_set():
-                continue
-            try:
-                report = await viewer.peer.stats()
-            except Exception as exc:  # the peer closed meanwhile
-                log.debug("viewer %s: no stats: %s", viewer.id, exc)
-                continue
-            viewer.stats, viewer.sample = viewer_stats(viewer.id, report, self.clock(), viewer.sample)
+            if viewer.connected.is_set():
+                await self._read_stats(viewer)
         self.publish_state(force=True)
+
+    async def _read_stats(self, viewer: Viewer) -> None:
+        """One viewer's figures for call.state. Whatever goes wrong (its transport closing
+        under getStats, a report that cannot be read, a getStats that never returns) costs that
+        viewer its figures for this tick -- shown as none rather than its last good ones, which
+        would look like a healthy call -- and nothing else: the tick goes on to the others,
+        the floor check and call.state."""
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT_S):
+                report = await viewer.peer.stats()
+            viewer.stats, viewer.sample = viewer_stats(viewer.id, report, self.clock(), viewer.sample)
+        except Exception as exc:
+            log.debug("viewer %s: no stats: %s: %s", viewer.id, type(exc).__name__, exc)
+            viewer.stats = None
+            viewer.sample = None  # a bitrate needs two good samples in a row
 
     def publish_state(self, *, force: bool = False) -> None:
         state = CallState(

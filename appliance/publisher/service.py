@@ -221,12 +221,15 @@ class PublisherService:
 
     def status(self) -> tuple[str, bool]:
         """The daemon's status line, and whether it is degraded: a microphone, speaker or
-        picture-in-picture ring that failed. Calls go on without them, so the daemon stays up,
-        but whoever looks at the kiosk's health must see what the viewers are missing."""
+        picture-in-picture ring that failed, or a room service that refuses the kiosk (a
+        revoked token, a disabled device: no viewer can call until someone acts). Calls go on
+        without them, so the daemon stays up, but whoever looks at the kiosk's health must
+        see what the viewers are missing."""
         pub = self.config.publisher
         faults = [
             fault
             for fault in (
+                f"room: {self.link.refused}" if self.link.refused else None,
                 self.audio.fault,
                 self.speaker.fault,
                 self.remote_video.fault if self.remote_video is not None else None,

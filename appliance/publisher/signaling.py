@@ -135,6 +135,10 @@ class RoomLink:
         self.connected = False
         self.connects = 0
         self.last_error = ""
+        # Why the service refused this kiosk (an HTTP status instead of the upgrade), until it
+        # welcomes it or the credentials change: for the daemon's health, since no viewer can
+        # reach the kiosk meanwhile and the slow retries are otherwise silent.
+        self.refused: str | None = None
 
     async def send(self, msg: protocol.Msg) -> bool:
         """Send one message; False when there is no connection (the message is dropped: every
@@ -171,6 +175,7 @@ class RoomLink:
         """The credentials changed (paired, unpaired, re-paired): drop the connection, if any,
         and connect again with the new ones at once rather than after the backoff."""
         self.backoff.reset()
+        self.refused = None  # whatever refused the old credentials says nothing of the new
         self._wake.set()
         self._generation += 1  # a handshake under way with the old ones is dropped when it ends
         ws = self._ws
@@ -200,6 +205,8 @@ class RoomLink:
                 self._on_unauthorized()  # pairing checks the token and forgets it if revoked
             else:
                 self._fail(f"cannot connect to {url}: {exc}")
+            if generation == self._generation:  # not credentials refresh() already replaced
+                self.refused = self.last_error
             return "refused"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._fail(f"cannot connect to {url}: {exc or type(exc).__name__}")
@@ -238,6 +245,7 @@ class RoomLink:
         if isinstance(msg, protocol.Welcome):
             self.backoff.reset()
             self.last_error = ""
+            self.refused = None
             if not self.connected:
                 self.connected = True
                 self._on_state(True)

@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 
 from appliance.publisher import channels
@@ -97,3 +98,52 @@ async def test_fifty_joins_and_leaves_leak_nothing(
     assert not pub.service.audio.capturing and not pub.service.audio._tracks
     assert room.offers_relayed == 65
     assert pub.service.audio.sessions == 65  # every call really went through the room service
+
+
+async def one_failed_call(room: RoomServer, pub: Publisher) -> None:
+    """A viewer whose browser dies mid-call (its connection closes without a word on the
+    signaling), then one that never answers the offer: both end on the publisher's side."""
+    gone = AiortcViewer(room.url)
+    try:
+        await gone.connect()
+        await gone.wait_for(lambda: len(gone.got.video) >= 1 and gone.events_channel, "a first frame", 15)
+        assert gone.pc is not None
+        await gone.pc.close()
+        await wait_until(lambda: not pub.call.viewers, "the failed peer dropped", 10)
+    finally:
+        await gone.close()
+    silent = AiortcViewer(room.url, answer=False)
+    try:
+        await silent.connect()
+        await silent.wait_for(lambda: silent.offers == 1, "the offer", 10)
+        await wait_until(lambda: not pub.call.viewers, "the unanswered call dropped", 10)
+    finally:
+        await silent.close()
+    await wait_until(lambda: pub.call.tasks == 0, "the calls cleaned up", 10)
+
+
+async def test_calls_that_fail_or_are_never_answered_leak_nothing(
+    camera: Camera,
+    start_publisher: Callable[..., Awaitable[Publisher]],
+    room: RoomServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appliance.publisher import call as call_module
+
+    monkeypatch.setattr(call_module, "ANSWER_TIMEOUT_S", 0.5)
+    pub = await start_publisher()
+    for _ in range(5):  # warm up, as above
+        await one_failed_call(room, pub)
+    await asyncio.sleep(0.5)
+    fds0, _, threads0, tasks0 = snapshot()
+    for _ in range(15):
+        await one_failed_call(room, pub)
+    await asyncio.sleep(0.5)
+    fds1, _, threads1, tasks1 = snapshot()
+    assert fds1 <= fds0, f"file descriptors grew from {fds0} to {fds1}"
+    assert threads1 <= threads0, f"threads grew from {threads0} to {threads1}"
+    assert tasks1 <= tasks0, f"asyncio tasks grew from {tasks0} to {tasks1}"
+    assert live_call_objects() == Counter()
+    feed = pub.service.feed
+    assert feed is not None and feed.tracks == 0
+    assert room.offers_relayed == 40

@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from appliance.bus.client import BusClient
+from appliance.publisher.service import PublisherService
 from appliance.publisher.signaling import Backoff, Credentials, RoomLink, ws_url
 from appliance.room import protocol as p
 
+from .conftest import publisher_config
 from .helpers import wait_until
 from .room import DEVICE_TOKEN, RoomServer
 
@@ -223,3 +227,35 @@ async def test_malformed_messages_from_the_service_are_dropped(link: Link, room:
     await wait_until(lambda: any(isinstance(m, p.ViewerJoined) for m in link.messages), "the good message")
     assert link.link.connected and room.device_connects == 1
     assert [type(m).__name__ for m in link.messages] == ["Welcome", "ViewerJoined"]
+
+
+async def test_a_refused_token_degrades_the_publishers_health_until_it_connects(
+    room: RoomServer, run_dir: Path, bus_factory: Callable[[str], Awaitable[BusClient]]
+) -> None:
+    """Pairing checks a refused token and forgets it if the service confirms; until then (or
+    when the service refuses for another reason: the device disabled, the room gone) the link
+    retries slowly, and nothing but a log line said why no viewer can reach the kiosk. The
+    daemon's health must say so, and stop saying so once the link is welcomed."""
+    creds = [Credentials(room.url, "revoked")]
+
+    async def credentials() -> Credentials:
+        return creds[0]
+
+    service = PublisherService(await bus_factory("publisher"), publisher_config(run_dir), credentials)
+    service.link.backoff = Backoff(initial=0.05, maximum=0.2)
+    text, degraded = service.status()
+    assert not degraded
+    task = asyncio.ensure_future(service.link.run())
+    try:
+        await wait_until(lambda: service.status()[1], "a degraded status")
+        assert "refused the device token" in service.status()[0]
+        creds[0] = Credentials(room.url, DEVICE_TOKEN)
+        service.link.refresh()
+        await room.wait_device(2.0)
+        await wait_until(lambda: service.link.connected, "welcomed")
+        assert service.status() == (text, False)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await service.aclose()
