@@ -15,10 +15,14 @@ from aiohttp.abc import AbstractAccessLogger
 
 log = logging.getLogger("appliance.room.access")
 
-_VIEW = re.compile(r"^/view/[^/]+")
+# Anywhere in the path: "//view/<token>" or "/x/../view/<token>" are 404s, but their token is real.
+_VIEW = re.compile(r"/view/[^/]+")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def redact(path: str) -> str:
+    # The path arrives percent-decoded: a %0A in it would start a forged line of the log.
+    path = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
     return _VIEW.sub("/view/<invite>", path)
 
 

@@ -25,11 +25,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from appliance.room import pages
 from appliance.room.accounts import Admin
 from appliance.room.auth import (
+    KNOWN_COOKIE,
+    KNOWN_TTL_S,
     SESSION_COOKIE,
     Visitor,
     csrf_ok,
     field,
     finish,
+    known_browser,
+    known_cookie,
     safe_next,
     set_cookie,
     visitor,
@@ -128,11 +132,15 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     password = form.get("password", "")
     target = safe_next(form.get("next", "/rooms"))
     address = client_address(request)
-    if wait := s.limits.login.hit(address, now):
+    # A browser this admin logged in with before skips the overall and the per-account limits
+    # (which strangers can spend) and has its own failure limit instead; see appliance.room.auth.
+    known = known_browser(request, username)
+    if wait := s.limits.login.hit(address, now, overall=known is None):
         return limited(wait, "Too many logins from your address.")
+    failures_key = username if known is None else f"known:{known}"  # no ':' in a username
     # Charged now and refunded on success: checked here but charged only after the await
     # below, guesses sent at once all got past the check and the limit counted none of them.
-    if wait := s.limits.login_failures.hit(username, now):
+    if wait := s.limits.login_failures.hit(failures_key, now):
         return limited(wait, "Too many wrong passwords for this account.")
     admin, stored = s.accounts.credentials(username)
     # PBKDF2 takes ~0.1 s of CPU: off the event loop, so signaling does not stall meanwhile.
@@ -141,11 +149,13 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         log.info("failed login from %s", address)
         page = pages.login(who.csrf, target, username=username, error="Wrong username or password.")
         return finish(request, html(page, 401), who)
-    s.limits.login_failures.refund(username)
+    s.limits.login_failures.refund(failures_key)
     token = s.accounts.new_session(admin, now, s.config.accounts.session_ttl_s)
     log.info("admin %s logged in from %s", admin.username, address)
     response = see_other(target)
     set_cookie(request, response, SESSION_COOKIE, token, s.config.accounts.session_ttl_s)
+    if known is None:
+        set_cookie(request, response, KNOWN_COOKIE, known_cookie(request, admin.username), KNOWN_TTL_S)
     return response
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from typing import Any, TypeVar
 
 import msgspec
@@ -25,7 +26,7 @@ from aiohttp import web
 from appliance import __version__
 from appliance.room import api_types as t
 from appliance.room import tokens
-from appliance.room.hub import RoomBusy
+from appliance.room.hub import RoomBusy, TooManyViewers
 from appliance.room.protocol import RoomInfo
 from appliance.room.services import Services, base_url, client_address, services
 from appliance.room.ws import serve_member
@@ -215,7 +216,10 @@ async def _device_socket(request: web.Request, s: Services, token: str) -> web.S
         response = await serve_member(request, s.hub, lambda peer: s.hub.join_device(peer, info, key))
     except RoomBusy:
         return api_error(409, "device_busy", "another device of this room is online")
-    s.devices.seen(key, s.now())
+    try:
+        s.devices.seen(key, s.now())
+    except sqlite3.Error as exc:  # the socket is answered already: no error response now
+        log.warning("could not note when device %s was last seen: %s", key, exc)
     return response
 
 
@@ -232,9 +236,13 @@ async def _viewer_socket(request: web.Request, s: Services, token: str) -> web.S
         session.expires - now,
     )
     key = tokens.digest(token).hex()
-    return await serve_member(
-        request, s.hub, lambda peer: s.hub.join_viewer(peer, info, invite, left, key), expires_in=left
-    )
+    try:
+        return await serve_member(
+            request, s.hub, lambda peer: s.hub.join_viewer(peer, info, invite, left, key), expires_in=left
+        )
+    except TooManyViewers:
+        limit = s.hub.max_viewers
+        return api_error(409, "room_full", f"this room has its {limit} viewers connected; try again later")
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from appliance.room import admin, api, openapi, view
+from appliance.room import admin, api, openapi, pages, view
 from appliance.room.accesslog import RedactingAccessLogger
 from appliance.room.accounts import Accounts
 from appliance.room.config import RoomConfig
@@ -53,6 +54,33 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         keep = {k: exc.headers[k] for k in ("Allow", "Retry-After") if k in exc.headers}
         slug = exc.reason.lower().replace(" ", "_")
         return api.api_error(exc.status, slug, exc.reason, keep)
+
+
+_SQLITE_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+DB_RETRY_AFTER_S = 2
+
+
+@web.middleware
+async def database_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """SQLite failing (another writer holding the file past the busy timeout, a damaged or full
+    disk) is the service's fault, not the client's: a clear 503 (JSON under /api/) instead of
+    aiohttp's bare 500, the details in the log and not in the answer."""
+    try:
+        return await handler(request)
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        busy = code is not None and code & 0xFF in _SQLITE_BUSY
+        if busy:
+            log.warning("%s %s: the database is busy: %s", request.method, request.path, exc)
+            slug, text = "database_busy", "the database is busy; try again shortly"
+        else:
+            log.error("%s %s: database error: %s: %s", request.method, request.path, type(exc).__name__, exc)
+            slug, text = "database_unavailable", "the service cannot use its database; try again later"
+        headers = {"Retry-After": str(DB_RETRY_AFTER_S)}
+        if request.path.startswith("/api/"):
+            return api.api_error(503, slug, text, headers)
+        page = pages.message("Service unavailable", text[0].upper() + text[1:] + ".")
+        return web.Response(text=page, status=503, content_type="text/html", headers=headers)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -117,7 +145,7 @@ def make_app(
     )
     _purge(services)
     log_bad_requests_briefly()
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_errors, static_errors])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_errors, database_errors, static_errors])
     app[SERVICES] = services
     api.add_routes(app)
     app.router.add_get("/api/v1/openapi.json", _openapi, allow_head=False)

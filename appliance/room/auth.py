@@ -4,6 +4,12 @@ Cookies are HttpOnly and SameSite=Strict, and Secure whenever the service is rea
 HTTPS. Every form carries a CSRF token: an HMAC of the admin's session id under the service's
 key, or, before login, of a random pre-session cookie (so the login form is protected too).
 A POST without the right token gets 403 before anything else is looked at.
+
+A browser an admin has logged in with gets a "known browser" cookie (a nonce and its HMAC
+with the username). Logins from it are exempt from the per-account and the overall login
+limits and have a failure limit of their own instead: otherwise anybody could lock the admin
+out by sending wrong passwords for their name, or by spending the overall allowance from a
+handful of addresses (OWASP's "device cookie" answer to lockout).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from appliance.room.services import secure_cookies, services
 
 SESSION_COOKIE = "room_session"
 PRE_COOKIE = "room_pre"
+KNOWN_COOKIE = "room_known"
+KNOWN_TTL_S = 180 * 86400
 CSRF_FIELD = "csrf"
 _TOKEN_MAX = 128
 _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{_TOKEN_MAX}}}")  # what tokens.new_token makes
@@ -96,3 +104,18 @@ def safe_next(target: str, default: str = "/rooms") -> str:
     ):
         return target
     return default
+
+
+def known_cookie(request: web.Request, username: str) -> str:
+    """A new known-browser cookie value for `username`: nonce.HMAC(nonce, username)."""
+    nonce = tokens.new_token(16)
+    return f"{nonce}.{tokens.sign(services(request).key, 'known', username, nonce)}"
+
+
+def known_browser(request: web.Request, username: str) -> str | None:
+    """The nonce of a valid known-browser cookie for `username`, else None."""
+    nonce, _, mac = request.cookies.get(KNOWN_COOKIE, "").partition(".")
+    if not _TOKEN.fullmatch(nonce) or not _TOKEN.fullmatch(mac):
+        return None
+    expected = tokens.sign(services(request).key, "known", username, nonce)
+    return nonce if tokens.same(mac, expected) else None

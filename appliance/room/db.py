@@ -153,7 +153,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        # Inside the try: a COMMIT that fails (busy, a deferred constraint, a full disk) leaves
+        # the transaction open, and every later BEGIN would fail on this shared connection.
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # Some errors (SQLITE_FULL, an I/O error) roll back by themselves: a second ROLLBACK
+        # would raise and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")

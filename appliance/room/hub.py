@@ -35,6 +35,10 @@ CLOSE_GOING_AWAY = 1001
 # retries with backoff, and no viewer can keep the kiosk busy by asking 20 times a second (what
 # the connection's message limit alone lets through).
 REOFFER_MIN_S = 1.0
+# Viewer connections per room. The kiosk calls at most 32 of them at once (the publisher's own
+# limit; the others wait in the room): this only stops one leaked invite link from holding any
+# number of sockets, each a viewer-joined the kiosk acts on.
+MAX_VIEWERS_PER_ROOM = 64
 
 
 class Peer(Protocol):
@@ -45,6 +49,10 @@ class Peer(Protocol):
 
 class RoomBusy(Exception):
     """Another device of this room is online (the protocol relays to one device per room)."""
+
+
+class TooManyViewers(Exception):
+    """The room has as many viewers connected as it may (Hub.max_viewers)."""
 
 
 @dataclass(eq=False)
@@ -87,11 +95,14 @@ class Hub:
         self,
         ice_servers: Callable[[str, float | None], list[p.IceServer]],
         clock: Callable[[], float] = time.monotonic,
+        max_viewers: int = MAX_VIEWERS_PER_ROOM,
     ) -> None:
         """ice_servers(peer, valid_s) -> the STUN/TURN servers (with fresh credentials) for that
-        peer; valid_s, when given, caps how long its credentials may last (a viewer's session)."""
+        peer; valid_s, when given, caps how long its credentials may last (a viewer's session).
+        max_viewers: connected viewers per room at most."""
         self.ice_servers = ice_servers
         self.clock = clock
+        self.max_viewers = max_viewers
         self.rooms: dict[str, RoomState] = {}
 
     # --- joining and leaving ----------------------------------------------------------------
@@ -142,8 +153,15 @@ class Hub:
         A session has one connection: a newer one replaces the one before, which leaves the
         room first (the kiosk hangs up on it). Otherwise one session could hold every place in
         the call, and a viewer whose network dropped would hold two until its old connection's
-        heartbeat ran out."""
+        heartbeat ran out.
+
+        Raises TooManyViewers when the room has max_viewers others already: every session of one
+        invite link may connect, and a leaked link must not let one client hold any number
+        of sockets (each one a viewer-joined the kiosk acts on)."""
         room = self._room(info)
+        others = sum(1 for v in room.viewers.values() if session is None or v.session != session)
+        if others >= self.max_viewers:
+            raise TooManyViewers(info.id)  # others >= 1 here: the room state is not left empty
         if session is not None:
             for old in [v for v in room.viewers.values() if v.session == session]:
                 self.leave(old)

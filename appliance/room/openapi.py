@@ -123,7 +123,11 @@ def document() -> dict[str, Any]:
                     "101": {"description": "switching to WebSocket"},
                     "400": _json(t.ApiError, "not a WebSocket upgrade"),
                     "401": _json(t.ApiError, "no valid device token or viewer session"),
-                    "409": _json(t.ApiError, "another device of this room is online"),
+                    "409": _json(
+                        t.ApiError,
+                        "device_busy: another device of this room is online;"
+                        " room_full: the room has its most viewers connected",
+                    ),
                     "429": _LIMITED,
                 },
             }

@@ -2,12 +2,34 @@
 
 Pure: the caller passes the time. Memory is bounded: past max_keys the least recently used
 keys are forgotten, which can only make a limit more lenient for a key nobody used lately.
+
+Client addresses are counted by limit_key(): an IPv6 client by its /64, since one customer
+network gets a whole /64 and could otherwise take a fresh address for every attempt.
+A clock that steps back refills nothing and takes nothing: callers pass the wall clock, and
+NTP stepping it back must not drain the buckets (refusing a client for as long as the step).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
+
+IPV6_PREFIX = 64
+
+
+def limit_key(address: str) -> str:
+    """The key an address is limited by: IPv4 as it is, IPv6 by its /64 (an IPv4-mapped one as
+    the IPv4 address); anything that is no address ("unknown") unchanged."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scope (fe80::1%eth0) is no help
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -19,16 +41,21 @@ class Bucket:
 
     def take(self, now: float, cost: float = 1.0) -> float:
         """Take `cost` tokens; returns 0.0 on success, else the seconds until it would succeed."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
-        self.updated = now
+        self.tokens = self._level(now)
+        self.updated = now  # after a step back, refill goes on from the new time
         if self.tokens >= cost:
             self.tokens -= cost
             return 0.0
         return (cost - self.tokens) / self.refill_per_s if self.refill_per_s > 0 else float("inf")
 
+    def _level(self, now: float) -> float:
+        # A clock that went back refills nothing, and takes nothing away either.
+        elapsed = max(0.0, now - self.updated)
+        return min(self.capacity, self.tokens + elapsed * self.refill_per_s)
+
     def peek(self, now: float) -> float:
         """Seconds until one token is available, without taking it."""
-        tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
+        tokens = self._level(now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.refill_per_s
 
 
@@ -79,9 +106,10 @@ class AddressAndOverall:
         self.per_address = per_minute(per_address_per_min)
         self.overall = per_minute(overall_per_min)
 
-    def hit(self, address: str, now: float) -> float:
-        wait = self.per_address.hit(address, now)
-        if wait:
+    def hit(self, address: str, now: float, *, overall: bool = True) -> float:
+        """Count one event; overall=False counts it against the address's limit only."""
+        wait = self.per_address.hit(limit_key(address), now)
+        if wait or not overall:
             return wait
         # The overall bucket is charged only for events the address limit let through, so
         # one noisy address cannot use up everybody's allowance on its own.

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from appliance.room import protocol as p
-from appliance.room.hub import CLOSE_POLICY, Hub, Member, RoomBusy
+from appliance.room.hub import CLOSE_POLICY, Hub, Member, RoomBusy, TooManyViewers
 from appliance.room.ratelimit import Bucket
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ async def serve_member(
     timer: asyncio.TimerHandle | None = None
     try:
         member = join(peer)
-    except RoomBusy:
+    except (RoomBusy, TooManyViewers):
         await peer.finish()
         raise
     try:
