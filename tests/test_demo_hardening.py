@@ -9,58 +9,16 @@ import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_fakes import FakeDaemon, demo_signals, fake_daemons
 
 from appliance.demo import supervisor as sup_mod
-from appliance.demo.supervisor import Child, Supervisor
+from appliance.demo.supervisor import Supervisor
 
-
-class _FakeDaemon:
-    pid = 0
-
-    def __init__(self) -> None:
-        self.returncode: int | None = None
-        self.ended = asyncio.Event()
-
-    async def wait(self) -> int:
-        await self.ended.wait()
-        self.returncode = -15
-        return -15
-
-    def terminate(self) -> None:
-        self.ended.set()
-
-    kill = terminate
-
-
-@pytest.fixture
-def fake_daemons(monkeypatch: pytest.MonkeyPatch) -> list[_FakeDaemon]:
-    started: list[_FakeDaemon] = []
-
-    async def spawn(self: Supervisor, child: Child) -> None:
-        child.proc = _FakeDaemon()  # type: ignore[assignment]
-        started.append(child.proc)  # type: ignore[arg-type]
-        child.last_ping = time.monotonic()
-        child.ready.set()
-
-    async def no_topics(self: Supervisor) -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(Supervisor, "spawn", spawn)
-    monkeypatch.setattr(Supervisor, "count_topics", no_topics)
-    return started
-
-
-@pytest.fixture
-async def demo_signals() -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    yield
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
+__all__ = ["demo_signals", "fake_daemons"]  # the shared fixtures (demo_fakes), used by name
 
 
 @pytest.fixture
@@ -73,7 +31,7 @@ def listener() -> Iterator[int]:
 
 
 async def test_the_report_is_written_when_the_start_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[_FakeDaemon], demo_signals: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[FakeDaemon], demo_signals: None
 ) -> None:
     """`--report FILE.json` is what a bench or CI reads: a demo whose start failed (or that was
     interrupted) must still leave one, saying what ran, not leave nothing or an old run's."""
@@ -98,7 +56,7 @@ async def test_an_asked_for_port_that_is_taken_is_said_plainly(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    fake_daemons: list[_FakeDaemon],
+    fake_daemons: list[FakeDaemon],
     demo_signals: None,
     listener: int,
     variable: str,
@@ -119,7 +77,7 @@ async def test_a_port_variable_that_is_no_number_is_said_plainly(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    fake_daemons: list[_FakeDaemon],
+    fake_daemons: list[FakeDaemon],
     demo_signals: None,
 ) -> None:
     monkeypatch.setenv("APPLIANCE_DEMO_ROOM_PORT", "eighty")
@@ -133,7 +91,7 @@ async def test_a_port_variable_that_is_no_number_is_said_plainly(
 async def test_a_work_dir_it_cannot_write_is_said_plainly(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    fake_daemons: list[_FakeDaemon],
+    fake_daemons: list[FakeDaemon],
     demo_signals: None,
 ) -> None:
     blocker = tmp_path / "a-file"

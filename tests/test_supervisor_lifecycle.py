@@ -10,15 +10,17 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from demo_fakes import FakeDaemon, demo_signals, fake_daemons
 
 from appliance.demo import supervisor as sup_mod
 from appliance.demo.notify import NotifySocket
 from appliance.demo.supervisor import Child, Supervisor
 from appliance.runtime import notify
+
+__all__ = ["demo_signals", "fake_daemons"]  # the shared fixtures (demo_fakes), used by name
 
 
 async def test_a_failed_respawn_is_retried_not_dropped(
@@ -107,54 +109,8 @@ async def test_a_daemon_stuck_stopping_is_killed_even_while_it_pings(
         sock.close()
 
 
-class _FakeDaemon:
-    """A child process as the supervisor sees it: runs until terminated or killed."""
-
-    pid = 0
-
-    def __init__(self) -> None:
-        self.returncode: int | None = None
-        self.ended = asyncio.Event()
-
-    async def wait(self) -> int:
-        await self.ended.wait()
-        self.returncode = -15
-        return -15
-
-    def terminate(self) -> None:
-        self.ended.set()
-
-    kill = terminate
-
-
-@pytest.fixture
-def fake_daemons(monkeypatch: pytest.MonkeyPatch) -> list[_FakeDaemon]:
-    started: list[_FakeDaemon] = []
-
-    async def spawn(self: Supervisor, child: Child) -> None:
-        child.proc = _FakeDaemon()  # type: ignore[assignment]
-        started.append(child.proc)  # type: ignore[arg-type]
-        child.last_ping = time.monotonic()
-        child.ready.set()
-
-    async def no_topics(self: Supervisor) -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(Supervisor, "spawn", spawn)
-    monkeypatch.setattr(Supervisor, "count_topics", no_topics)
-    return started
-
-
-@pytest.fixture
-async def demo_signals() -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    yield
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
-
-
 async def test_demo_stops_on_sigterm_while_it_waits_for_pairing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[_FakeDaemon], demo_signals: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[FakeDaemon], demo_signals: None
 ) -> None:
     """SIGTERM (or Ctrl-C) while the demo waits up to 10 minutes for an admin to approve the
     kiosk at an external room service: it stops now, and stops the daemons it started."""
@@ -171,7 +127,7 @@ async def test_demo_stops_on_sigterm_while_it_waits_for_pairing(
 
 
 async def test_demo_failing_to_start_stops_what_it_started(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[_FakeDaemon], demo_signals: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[FakeDaemon], demo_signals: None
 ) -> None:
     """The children run in sessions of their own: a demo that fails half-way through its start
     must stop those already running, or they outlive it (and hold its ports and sockets)."""
@@ -349,7 +305,7 @@ async def test_a_crashed_daemons_leftovers_go_before_it_restarts(
 
 
 async def test_closing_the_terminal_stops_the_demo_and_its_daemons(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[_FakeDaemon], demo_signals: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[FakeDaemon], demo_signals: None
 ) -> None:
     """`make demo` in a terminal that is closed: SIGHUP. Its default action would end the demo
     at once, and the daemons, in sessions of their own that the hangup never reaches, would run
@@ -374,7 +330,7 @@ async def test_closing_the_terminal_stops_the_demo_and_its_daemons(
 
 
 async def test_the_watchdog_runs_while_the_demo_waits_for_pairing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[_FakeDaemon], demo_signals: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_daemons: list[FakeDaemon], demo_signals: None
 ) -> None:
     """The start can wait 10 minutes for an admin to approve the kiosk, the bus running all that
     time: a bus whose loop hangs then must be killed and restarted like at any other time, not

@@ -18,20 +18,10 @@ from appliance.config import AppConfig, PathsConfig, PublisherConfig
 from appliance.pairing.credentials import load_credentials
 from appliance.pairing.service import Pairing
 
+from .test_service import grant
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN = "rdt_issued_after_the_unpair"
-
-
-def grant(**overrides: object) -> dict[str, object]:
-    return {
-        "device_code": "d" * 32,
-        "user_code": "WDJB-MJHT",
-        "verification_uri": "http://room/activate",
-        "verification_uri_complete": "http://room/activate?code=WDJB-MJHT",
-        "expires_in": 600,
-        "interval": 5,
-        **overrides,
-    }
 
 
 def token_answer() -> web.Response:

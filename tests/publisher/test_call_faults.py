@@ -9,7 +9,6 @@ import datetime
 from typing import Any
 
 import pytest
-from aiortc.stats import RTCRemoteInboundRtpStreamStats, RTCTransportStats
 
 from appliance.bus.topics import CallState, EventsPage, EventsSince, ViewerStats
 from appliance.errors import RequestTimeout
@@ -18,6 +17,7 @@ from appliance.publisher import channels
 from appliance.publisher.call import Call
 
 from .test_call_lifecycle import FakeBus, call, connected_viewer, event, settle
+from .test_stats import report as stats_report
 
 __all__ = ["call"]  # the fixture, used by name
 
@@ -25,32 +25,7 @@ NOW = datetime.datetime.now(datetime.UTC)
 
 
 def report(rtt: float) -> dict[str, object]:
-    return {
-        "t": RTCTransportStats(
-            timestamp=NOW,
-            type="transport",
-            id="t",
-            packetsSent=1,
-            packetsReceived=1,
-            bytesSent=1000,
-            bytesReceived=0,
-            iceRole="controlling",
-            dtlsState="connected",
-        ),
-        "r": RTCRemoteInboundRtpStreamStats(
-            timestamp=NOW,
-            type="remote-inbound-rtp",
-            id="r",
-            ssrc=1,
-            kind="video",
-            transportId="t",
-            packetsReceived=100,
-            packetsLost=0,
-            jitter=90,
-            roundTripTime=rtt,
-            fractionLost=0,
-        ),
-    }
+    return stats_report(1000, rtt=rtt)
 
 
 def last_state(call: Call) -> dict[str, ViewerStats]:
