@@ -50,6 +50,7 @@ from appliance.screening.records import ScreeningResult as CoreResult
 from appliance.screening.settings import ScreeningSettings
 
 from .synth import Clock, Head, empty, visit
+from .test_events_clock import Clocks
 
 GREEN, RED, BUZZER, RELAY = 17, 27, 22, 23
 
@@ -635,24 +636,7 @@ def test_results_waiting_for_events_db_at_shutdown_are_written_or_reported_lost(
 # --- a wall clock stepped by NTP (no real-time clock on a Pi) -------------------------------------
 
 
-class _Clocks:
-    """The service's wall clock and CLOCK_BOOTTIME; a step moves the wall clock only."""
-
-    def __init__(self, wall: float) -> None:
-        self.wall_s, self.boot_s = wall, 15.0
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    def boottime(self) -> float:
-        return self.boot_s
-
-    def advance(self, seconds: float) -> None:
-        self.wall_s += seconds
-        self.boot_s += seconds
-
-
-def _clocked_service(config: AppConfig, clocks: _Clocks, bus: _Bus | None = None) -> ScreeningService:
+def _clocked_service(config: AppConfig, clocks: Clocks, bus: _Bus | None = None) -> ScreeningService:
     return ScreeningService(
         config,
         bus or _Bus(),  # type: ignore[arg-type]
@@ -673,7 +657,7 @@ def test_results_from_before_ntp_synced_survive_the_purge_of_a_restarted_daemon(
     # stepped the clock (same boot). Its start-up purge used to delete both results.
     config = make_config(tmp_path / "state", tmp_path)
     true_now = float(int(time.time()))  # whole seconds: the sums below are exact
-    clocks = _Clocks(true_now - 60 * 86400)
+    clocks = Clocks(true_now - 60 * 86400)
     svc = _clocked_service(config, clocks)
     svc.open_store()
     svc._record(CoreResult(0.0, 1.0, "elevated", 39.0, 0.9, 0.45, 22.0), svc.settings)  # type: ignore[arg-type]
@@ -698,7 +682,7 @@ def test_the_tick_corrects_at_once_and_a_result_that_waited_gets_todays_time(
 ) -> None:
     config = make_config(tmp_path / "state", tmp_path)
     stale = float(int(time.time())) - 60 * 86400  # whole seconds: the sums below are exact
-    clocks = _Clocks(stale)
+    clocks = Clocks(stale)
     bus = _Bus()
     svc = _clocked_service(config, clocks, bus)
     svc.open_store()
