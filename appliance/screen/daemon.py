@@ -10,7 +10,9 @@ ticked. Bursts are coalesced to at most MAX_FPS redraws a second. A slow tick (T
 countdowns move and stale frames drop out while nothing arrives, and lets the screen notice
 that the screening daemon went quiet or the bus link went down (each tick tells the view model
 whether the bus is connected): the view model then replaces the retained screening state with
-"screening unavailable" (see view.py).
+"screening unavailable" (see view.py). A lost link is forgiven for view.BUS_GRACE_S; the tick,
+much shorter, is what shows "unavailable" when that ends with nothing arriving. A return from
+"unavailable" to the verdict shown before it (the same screening state) plays no second cue.
 
 Config changes to what the screen shows (screen.language, screen.sounds,
 screen.hide_elevated_reading, screening.units) apply live: the config file is watched.
@@ -29,7 +31,7 @@ from pathlib import Path
 import pygame
 
 from appliance.bus.client import Received, Subscription
-from appliance.bus.topics import FrameRingNotice
+from appliance.bus.topics import FrameRingNotice, ScreeningState
 from appliance.config import AppConfig, config_path, load_config
 from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
@@ -38,7 +40,7 @@ from appliance.screen.feeds import RingFeed
 from appliance.screen.model import TOPICS, Inputs
 from appliance.screen.render import Frames, Renderer, RenderReport
 from appliance.screen.sounds import Sounds
-from appliance.screen.view import DisplaySettings, View, compose, sound_for
+from appliance.screen.view import DisplaySettings, ScreenKind, View, compose, sound_for
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class ScreenService:
         self.camera = RingFeed(config.paths.run_dir, "camera preview")
         self.remote = RingFeed(config.paths.run_dir, "staff video")
         self.view: View | None = None
+        # The last screen drawn other than "unavailable", with the screening state it showed:
+        # coming back to it after "unavailable" (a lost link or heartbeat that came back) is
+        # not a new verdict, and the person heard its cue already.
+        self._last_shown: tuple[ScreenKind, ScreeningState | None] | None = None
         self.report: RenderReport | None = None
         self.draws = 0
 
@@ -104,6 +110,9 @@ class ScreenService:
         if view == self.view:
             return False
         previous = self.view.kind if self.view is not None else None
+        shown = (view.kind, self.inputs.screening)
+        if previous == "unavailable" and shown == self._last_shown:
+            previous = view.kind  # back to the same verdict: for sound_for, never left
         frames = Frames(
             camera=self.camera.latest, thermal=self.inputs.thermal_pixels, remote=self.remote.latest
         )
@@ -113,6 +122,8 @@ class ScreenService:
         if cue is not None:
             self.sounds.play(cue)
         self.view = view
+        if view.kind != "unavailable":
+            self._last_shown = shown
         self.draws += 1
         return True
 

@@ -8,7 +8,7 @@ whether a redraw is due, and the renderer fetches pixels by them.
 What a live screening daemon backs: the broker keeps the last screening.state for ever, so a
 screening daemon that crashed or hangs would leave its last verdict on the screen. The
 screen also keeps when that state and the screening daemon's last health.screening (its
-heartbeat) were published, and whether its own bus link is up (`note_bus`); the view model
+heartbeat) were published, and whether its own bus link is up and since when (`note_bus`); the view model
 (view.py) decides from those and its clock whether the state may still be shown.
 
 Times are the screen's monotonic clock. A message's publication time is the envelope's `ts`,
@@ -75,10 +75,14 @@ class Inputs:
     screening_at: float | None = None
     screening_health: Health | None = None
     screening_health_at: float | None = None
-    # The screen's own bus link; bus_since is when it last came up, None when nobody follows
-    # the link (the benchmark): then a screening daemon never heard from is not judged.
+    # The screen's own bus link; bus_since is when it last came up (kept while it is down, so a
+    # short gap does not restart the wait for a screening daemon never heard from), None when
+    # nobody follows the link (the benchmark): then such a daemon is not judged.
+    # bus_down_since is when it went down (None while up, or down since an unknown time): the
+    # view model forgives a short gap, as a broker restart makes (view.BUS_GRACE_S).
     bus_up: bool = True
     bus_since: float | None = None
+    bus_down_since: float | None = None
 
     def apply(self, topic: str, msg: Message, mono: float, sent: float | None = None) -> bool:
         """Take one message that arrived at `mono`, published at `sent` (the envelope's ts; None:
@@ -118,7 +122,9 @@ class Inputs:
         if connected == self.bus_up and (not connected or self.bus_since is not None):
             return False
         self.bus_up = connected
-        self.bus_since = mono if connected else None
+        if connected:
+            self.bus_since = mono
+        self.bus_down_since = None if connected else mono
         return True
 
     def note_camera(self, mono: float) -> None:

@@ -22,11 +22,12 @@ systemd's start limit), hangs or lost the bus says nothing more, and its last ve
 you may go in") would stay up for whoever walks past. So the screening state is shown only
 while the screening daemon is heard from (`screening_live`): its health.screening heartbeat
 (every HEALTH_HEARTBEAT_S) is younger than HEALTH_STALE_S and does not say "stopping", and
-the screen's own bus link is up. Otherwise the screen says "screening unavailable, please
-wait for staff" until fresh news arrive. How long a live daemon's result stays up is the
-screening machine's decision alone (held while the answered person stays, ended when they
-leave, are replaced or become background): a second limit here would show "unavailable" to
-someone who merely lingers.
+the screen's own bus link is up (or went down less than BUS_GRACE_S ago: a broker restart is a
+gap of a second or two, not a reason to flash "unavailable"). Otherwise the screen says
+"screening unavailable, please wait for staff" until fresh news arrive. How long a live
+daemon's result stays up is the screening machine's decision alone (held while the answered
+person stays, ended when they leave, are replaced or become background): a second limit here
+would show "unavailable" to someone who merely lingers.
 
 Whatever the screen, the top bar says when staff are listening or watching, and an active
 call adds the staff video (picture in picture) and the chat lines.
@@ -98,6 +99,13 @@ READING_MAX_C = 150.0
 # The screening daemon is taken for gone when its last health.screening is older than this:
 # a few heartbeats, so one heartbeat late behind a busy event loop does not blank the screen.
 HEALTH_STALE_S = 2.5 * HEALTH_HEARTBEAT_S
+# The screen's own bus link counts as lost only this long after it went down. A broker restart
+# (systemd restarts it; its socket is socket-activated, so connecting waits for it, never fails)
+# drops every link, and the client is back within a second or two (its first retry comes after
+# tens of milliseconds): without this, every kiosk would flash "unavailable" and replay its
+# result's cue. Short, so a link really lost still takes the verdict off the screen soon; the
+# daemon's tick (TICK_S, well under this) recomposes the view when it ends, with nothing arriving.
+BUS_GRACE_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +202,7 @@ def _fresh(at: float | None, mono_now: float, limit: float) -> bool:
 
 def screening_live(inp: Inputs, mono_now: float) -> bool:
     """Whether a live screening daemon backs inp.screening (see the module docstring)."""
-    if not inp.bus_up:
+    if not inp.bus_up and (inp.bus_down_since is None or mono_now - inp.bus_down_since > BUS_GRACE_S):
         return False  # nothing the screen holds is current any more
     health = inp.screening_health
     if health is None:

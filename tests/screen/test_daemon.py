@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
+import pygame
 import pytest
 from bus.helpers import BrokerProcess, NotifySocket, daemon_env  # tests/bus, a sibling package
 
@@ -43,6 +44,7 @@ from appliance.runtime import Runtime
 from appliance.screen import daemon, view
 from appliance.screen.daemon import ScreenService
 from appliance.screen.palette import TONES
+from appliance.screen.render import Frames, RenderReport
 from appliance.screen.strings import CATALOGUE
 
 from .helpers import share_of, thermal_pixels
@@ -359,7 +361,11 @@ async def test_a_result_retained_from_long_ago_is_not_shown_when_the_screen_star
             await until(showing(svc, "idle"), "idle")
 
 
-async def test_losing_the_bus_shows_unavailable_until_it_is_back(broker: Broker, run_dir: Path) -> None:
+async def test_losing_the_bus_shows_unavailable_until_it_is_back(
+    broker: Broker, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short grace period: the test waits for the screen to give up, not for the real one.
+    monkeypatch.setattr(view, "BUS_GRACE_S", 0.5)
     config = load_config(write_config(run_dir))
     async with running(config) as (_, svc, _bus), screening_side(config, 10.0) as (_, screening):
         screening.publish_nowait("thermal.status", ThermalStatus(state="ok"))
@@ -374,3 +380,47 @@ async def test_losing_the_bus_shows_unavailable_until_it_is_back(broker: Broker,
             await until(showing(svc, "too-far"), "too far once the bus is back")
         finally:
             await again.close()
+
+
+async def test_a_broker_restart_within_the_grace_period_leaves_the_result_up_and_silent(
+    broker: Broker, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Generous, so a slow machine's reconnect stays within it: what is tested is that a link
+    # back within the grace period is never shown, not how fast the client reconnects.
+    monkeypatch.setattr(view, "BUS_GRACE_S", 10.0)
+    config = load_config(write_config(run_dir))
+    async with running(config) as (_, svc, _bus), screening_side(config, 10.0) as (_, screening):
+        shown: list[str] = []
+        render = svc.renderer.render
+
+        def recording(v: view.View, frames: Frames, target: pygame.Surface) -> RenderReport:
+            shown.append(v.kind)
+            return render(v, frames, target)
+
+        monkeypatch.setattr(svc.renderer, "render", recording)
+        screening.publish_nowait("thermal.status", ThermalStatus(state="ok"))
+        screening.publish_nowait("screening.state", ScreeningState(state="result", result="normal"))
+        await until(showing(svc, "normal"), "the result")
+        assert svc.sounds.played == ["normal"]
+        await broker.close()
+        # The screen's tick has seen the link down (before the fix, it then showed unavailable).
+        await until(lambda: not svc.inputs.bus_up, "the screen to notice the link is down")
+        down = time.monotonic()
+        again = Broker()
+        await again.start(run_dir / "bus.sock")
+        try:
+            await until(
+                lambda: svc.inputs.bus_since is not None and svc.inputs.bus_since > down,
+                "the screen to notice the link is back",
+            )
+            # The screening daemon, still holding the person's result, publishes it again.
+            screening.publish_nowait("screening.state", ScreeningState(state="result", result="normal"))
+            await until(
+                lambda: svc.inputs.screening_at is not None and svc.inputs.screening_at > down,
+                "the result published again to reach the screen",
+            )
+        finally:
+            await again.close()
+        assert "unavailable" not in shown
+        assert svc.view is not None and svc.view.kind == "normal"
+        assert svc.sounds.played == ["normal"]

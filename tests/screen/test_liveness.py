@@ -12,9 +12,17 @@ import pytest
 
 from appliance.bus.topics import Health, ScreeningState, SetupCode, ThermalStatus
 from appliance.runtime import HEALTH_HEARTBEAT_S
+from appliance.screen.daemon import TICK_S
 from appliance.screen.model import TOPICS, Inputs
 from appliance.screen.strings import CATALOGUE
-from appliance.screen.view import HEALTH_STALE_S, DisplaySettings, View, compose, sound_for
+from appliance.screen.view import (
+    BUS_GRACE_S,
+    HEALTH_STALE_S,
+    DisplaySettings,
+    View,
+    compose,
+    sound_for,
+)
 
 from .helpers import MONO, WALL
 
@@ -121,16 +129,68 @@ def test_a_timestamp_from_the_future_counts_from_its_arrival() -> None:
     assert view_at(inp, MONO + HEALTH_STALE_S + 0.1).kind == "unavailable"
 
 
-def test_losing_the_bus_shows_unavailable_until_it_is_back() -> None:
+def test_losing_the_bus_shows_unavailable_past_the_grace_period_until_it_is_back() -> None:
     inp = live_inputs()
     inp.apply("screening.state", ScreeningState(state="measuring", progress=0.4), MONO, sent=MONO)
     assert view_at(inp, MONO + 0.1).kind == "measuring"
-    assert inp.note_bus(False, MONO + 0.2) is True
-    assert view_at(inp, MONO + 0.3).kind == "unavailable"
-    assert inp.note_bus(False, MONO + 0.4) is False, "no change, no redraw"
-    inp.note_bus(True, MONO + 1)
-    inp.apply("health.screening", health(), MONO + 1, sent=MONO + 1)
-    assert view_at(inp, MONO + 1.1).kind == "measuring"
+    down = MONO + 0.2
+    assert inp.note_bus(False, down) is True
+    assert inp.bus_down_since == down
+    assert inp.note_bus(False, down + 0.2) is False, "no change, no redraw"
+    assert inp.bus_down_since == down, "still down: the grace period counts from the drop"
+    # The clock alone, nothing new in the inputs: the grace period ends.
+    assert view_at(inp, down + BUS_GRACE_S - 0.1).kind == "measuring"
+    assert view_at(inp, down + BUS_GRACE_S + 0.1).kind == "unavailable"
+    back = down + BUS_GRACE_S + 1
+    inp.note_bus(True, back)
+    assert inp.bus_down_since is None
+    inp.apply("health.screening", health(), back, sent=back)
+    assert view_at(inp, back + 0.1).kind == "measuring"
+
+
+def test_a_bus_link_back_within_the_grace_period_never_shows_unavailable() -> None:
+    # A broker restart: the client reconnects within a second or two.
+    inp = live_inputs()
+    inp.apply("screening.state", NORMAL, MONO, sent=MONO)
+    inp.note_bus(False, MONO + 1)
+    assert view_at(inp, MONO + 1 + BUS_GRACE_S - 0.1).kind == "normal"
+    inp.note_bus(True, MONO + 1 + BUS_GRACE_S - 0.05)
+    # Long past the first drop: the link came back, so that drop counts no more.
+    assert view_at(inp, MONO + 1 + 3 * BUS_GRACE_S).kind == "normal"
+    # A second drop starts a grace period of its own.
+    again = MONO + 1 + 3 * BUS_GRACE_S
+    inp.note_bus(False, again)
+    assert view_at(inp, again + BUS_GRACE_S - 0.1).kind == "normal"
+    assert view_at(inp, again + BUS_GRACE_S + 0.1).kind == "unavailable"
+
+
+def test_a_screen_that_gave_up_on_the_screening_daemon_does_not_take_a_drop_for_news() -> None:
+    inp = Inputs()
+    inp.note_bus(True, MONO)
+    assert view_at(inp, MONO + HEALTH_STALE_S + 0.1).kind == "unavailable"
+    # The link drops: within the grace period the screen still judges from when it came up.
+    inp.note_bus(False, MONO + HEALTH_STALE_S + 1)
+    assert view_at(inp, MONO + HEALTH_STALE_S + 1.1).kind == "unavailable"
+
+
+def test_the_grace_period_does_not_outlast_the_screening_daemons_heartbeat() -> None:
+    # The link being down is one reason; a stale heartbeat or "stopping" still count at once.
+    inp = live_inputs()
+    inp.apply("screening.state", NORMAL, MONO, sent=MONO)
+    inp.note_bus(False, MONO + HEALTH_STALE_S - 0.5)
+    assert view_at(inp, MONO + HEALTH_STALE_S + 0.1).kind == "unavailable"
+    inp = live_inputs()
+    inp.apply("health.screening", health("stopping"), MONO, sent=MONO)
+    inp.note_bus(False, MONO + 0.1)
+    assert view_at(inp, MONO + 0.2).kind == "unavailable"
+
+
+def test_the_grace_period_is_short_and_the_daemon_ticks_within_it() -> None:
+    # Long enough for a reconnect after a broker restart (the client's first retry comes after
+    # tens of milliseconds), short enough that a link really lost soon takes the verdict off.
+    assert 1.0 <= BUS_GRACE_S <= 5.0
+    # Nothing arrives while the link is down: the tick alone must notice the grace period end.
+    assert TICK_S < BUS_GRACE_S
 
 
 def test_no_screening_daemon_heard_at_all_turns_unavailable_after_a_few_heartbeats() -> None:

@@ -15,13 +15,21 @@ import pytest
 
 from appliance.bus.client import Received
 from appliance.bus.framering import FrameRingWriter, ring_path
-from appliance.bus.topics import FrameRingNotice, Message, ScreeningState, ThermalFrame
+from appliance.bus.topics import (
+    FrameRingNotice,
+    Health,
+    Message,
+    ScreeningState,
+    ThermalFrame,
+    ThermalStatus,
+)
 from appliance.camera import PREVIEW_FORMAT, PREVIEW_RING
 from appliance.config import AppConfig, parse_config, replace
 from appliance.screen.daemon import ScreenService
 from appliance.screen.feeds import RingFeed
 from appliance.screen.render import offscreen
 from appliance.screen.sounds import CUES, RATE, Sounds, samples
+from appliance.screen.view import BUS_GRACE_S
 
 from .helpers import thermal_pixels
 
@@ -104,6 +112,53 @@ def test_result_cue_plays_once_per_result(tmp_path: Path) -> None:
     svc.on_message(rx("screening.state", ScreeningState(state="result", result="normal", estimate_c=36.5)))
     refresh(svc)
     assert svc.sounds.played == ["elevated"]
+
+
+def test_back_from_unavailable_to_the_same_result_plays_no_second_cue(tmp_path: Path) -> None:
+    link = {"up": True}
+    svc = ScreenService(
+        make_config(tmp_path, sounds=True),
+        offscreen((800, 480)),
+        Presented(),
+        Sounds(True),
+        bus_connected=lambda: link["up"],
+    )
+    assert svc.sounds.available  # SDL's dummy audio driver
+    t = time.monotonic()  # the clock the messages arrive on; refreshes get times from it
+    svc.on_message(rx("thermal.status", ThermalStatus(state="ok")))
+    svc.on_message(rx("health.screening", Health(daemon="screening", state="ready", pid=1, started_ts=1.0)))
+    normal = ScreeningState(state="result", result="normal", estimate_c=36.6)
+    svc.on_message(rx("screening.state", normal))
+    svc.refresh(time.time(), t + 0.1)
+    assert svc.view is not None and svc.view.kind == "normal"
+    assert svc.sounds.played == ["normal"]
+
+    # The link is lost past the grace period, then comes back; the same result is still held.
+    link["up"] = False
+    svc.refresh(time.time(), t + 0.2)
+    svc.refresh(time.time(), t + 0.3 + BUS_GRACE_S)
+    assert svc.view.kind == "unavailable"
+    link["up"] = True
+    svc.on_message(rx("screening.state", normal))  # republished on reconnect
+    svc.refresh(time.time(), t + 0.4 + BUS_GRACE_S)
+    assert svc.view.kind == "normal"
+    assert svc.sounds.played == ["normal"], "the person heard this verdict already"
+
+    # Lost again, and back to a new verdict of the same kind (another person): it is heard.
+    link["up"] = False
+    svc.refresh(time.time(), t + 0.5 + BUS_GRACE_S)
+    svc.refresh(time.time(), t + 0.6 + 2 * BUS_GRACE_S)
+    assert svc.view.kind == "unavailable"
+    link["up"] = True
+    svc.on_message(rx("screening.state", ScreeningState(state="result", result="normal", estimate_c=36.8)))
+    svc.refresh(time.time(), t + 0.7 + 2 * BUS_GRACE_S)
+    assert svc.view.kind == "normal"
+    assert svc.sounds.played == ["normal", "normal"]
+
+    # Without "unavailable" between them, a result of the same kind is one screen: no cue.
+    svc.on_message(rx("screening.state", ScreeningState(state="result", result="normal", estimate_c=36.9)))
+    svc.refresh(time.time(), t + 0.8 + 2 * BUS_GRACE_S)
+    assert svc.sounds.played == ["normal", "normal"]
 
 
 def test_reload_changes_language_and_units_live(tmp_path: Path) -> None:
