@@ -18,6 +18,13 @@ off depends on who said no:
   seconds of its network (issue 8: within 5 s of the link coming back). Attempts that reach
   nothing cost the service nothing; when it comes back after a restart, its rate limit on
   WebSocket connections turns a crowd of kiosks into 429s, which back off the long way.
+- the service's TLS certificate does not verify (expired, for another host name, self-signed)
+  or the TLS handshake fails on the kiosk's side (plain HTTP on the https port, a server
+  hello it rejects): the long way too, and reported in `refused` like a refusal. Asking again in two
+  seconds does not fix a certificate: someone must, or the kiosk's clock (a Pi has no
+  real-time clock: before NTP syncs it may see every certificate as not yet valid). A TLS
+  connection cut during the handshake (an EOF, a reset: also how aiohttp sees a server that
+  rejects the kiosk's hello) is a network failure, not this.
 
 A dead link is found by the WebSocket heartbeat (a ping every HEARTBEAT_S, the pong due within
 half of it), not by TCP, which may take many minutes to give up on a silent peer. An attempt's
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -107,6 +115,30 @@ MessageHandler = Callable[[protocol.ToClient], None]
 CredentialSource = Callable[[], Awaitable[Credentials | None]]
 
 
+def tls_problem(exc: aiohttp.ClientSSLError | ssl.SSLError) -> str | None:
+    """What is wrong with the service's TLS, in words for whoever reads the kiosk's health;
+    None when the connection was only cut during the handshake (as by a network going down)."""
+    # aiohttp wraps the ssl module's error (ClientConnectorCertificateError around an
+    # SSLCertVerificationError, ClientConnectorSSLError around any other SSLError); a raw
+    # SSLError is taken as it is, should another path let one through.
+    inner: BaseException | None = exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        inner = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        inner = exc.os_error
+    if isinstance(inner, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return None
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        # verify_message and reason are set by the ssl module, not by every constructor.
+        why = getattr(inner, "verify_message", None) or getattr(inner, "reason", None) or str(inner)
+        problem = f"the room service's TLS certificate does not verify ({why})"
+        if "not yet valid" in why:
+            problem += "; is the kiosk's clock behind (no NTP sync yet)?"
+        return problem
+    why = getattr(inner, "reason", None) or str(inner or exc) or type(exc).__name__
+    return f"the TLS handshake with the room service failed ({why})"
+
+
 class RoomLink:
     def __init__(
         self,
@@ -119,6 +151,7 @@ class RoomLink:
         heartbeat: float = HEARTBEAT_S,
         link_retry_max: float = LINK_RETRY_MAX_S,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._credentials = credentials
         self._on_message = on_message
@@ -130,14 +163,17 @@ class RoomLink:
         self.heartbeat = heartbeat
         self.link_retry_max = link_retry_max
         self.connect_timeout = connect_timeout
+        # None: aiohttp's default, the system's CAs with the host name checked.
+        self.ssl_context = ssl_context
         self._generation = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
         self.connects = 0
         self.last_error = ""
-        # Why the service refused this kiosk (an HTTP status instead of the upgrade), until it
-        # welcomes it or the credentials change: for the daemon's health, since no viewer can
-        # reach the kiosk meanwhile and the slow retries are otherwise silent.
+        # Why the service refused this kiosk (an HTTP status instead of the upgrade, or a TLS
+        # certificate or handshake that failed), until it welcomes it or the credentials
+        # change: for the daemon's health, since no viewer can reach the kiosk meanwhile and
+        # the slow retries are otherwise silent.
         self.refused: str | None = None
 
     async def send(self, msg: protocol.Msg) -> bool:
@@ -198,6 +234,7 @@ class RoomLink:
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                     max_msg_size=READ_LIMIT,
                     autoping=True,
+                    ssl=self.ssl_context if self.ssl_context is not None else True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
@@ -206,6 +243,15 @@ class RoomLink:
             else:
                 self._fail(f"cannot connect to {url}: {exc}")
             if generation == self._generation:  # not credentials refresh() already replaced
+                self.refused = self.last_error
+            return "refused"
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:  # before OSError: SSLError is one
+            problem = tls_problem(exc)
+            if problem is None:  # the connection was cut mid-handshake: the network's doing
+                self._fail(f"cannot connect to {url}: {exc or type(exc).__name__}")
+                return "unreachable"
+            self._fail(f"cannot connect to {url}: {problem}")
+            if generation == self._generation:
                 self.refused = self.last_error
             return "refused"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
