@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -91,6 +92,28 @@ def black_hole() -> Iterator[int]:
         listener.close()
 
 
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """The app on a free port of 127.0.0.1 (over TLS with ssl_context); yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+def fixed(creds: Credentials) -> Callable[[], Awaitable[Credentials]]:
+    """A credential source that always gives these."""
+
+    async def credentials() -> Credentials:
+        return creds
+
+    return credentials
+
+
 async def run_link(link: RoomLink, seconds: float) -> None:
     task = asyncio.ensure_future(link.run())
     await asyncio.sleep(seconds)
@@ -102,11 +125,7 @@ async def run_link(link: RoomLink, seconds: float) -> None:
 async def test_an_attempt_into_a_black_hole_is_cut_off_and_retried_soon(black_hole: int) -> None:
     backoff = RecordingBackoff()
     creds = Credentials(f"http://127.0.0.1:{black_hole}", DEVICE_TOKEN)
-
-    async def credentials() -> Credentials:
-        return creds
-
-    link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.2, connect_timeout=0.3)
+    link = RoomLink(fixed(creds), lambda m: None, backoff=backoff, link_retry_max=0.2, connect_timeout=0.3)
     await run_link(link, 2.0)
     # Each attempt gave up on its SYNs after the connect timeout rather than waiting on the
     # kernel's retransmissions, and the next came after the short cap, not the long backoff.
@@ -123,22 +142,11 @@ async def test_a_refusal_by_the_service_backs_off_the_long_way() -> None:
 
     app = web.Application()
     app.router.add_get("/api/v1/ws", overloaded)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     backoff = RecordingBackoff()
-    creds = Credentials(f"http://127.0.0.1:{port}", DEVICE_TOKEN)
-
-    async def credentials() -> Credentials:
-        return creds
-
-    try:
-        link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.01)
+    async with serve(app) as port:
+        creds = Credentials(f"http://127.0.0.1:{port}", DEVICE_TOKEN)
+        link = RoomLink(fixed(creds), lambda m: None, backoff=backoff, link_retry_max=0.01)
         await run_link(link, 0.5)
-    finally:
-        await runner.cleanup()
     assert backoff.caps and set(backoff.caps) == {None}
     assert "503" in link.last_error
 

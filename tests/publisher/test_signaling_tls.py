@@ -30,7 +30,7 @@ from appliance.publisher.signaling import Backoff, Credentials, RoomLink, tls_pr
 
 from .conftest import publisher_config
 from .helpers import wait_until
-from .test_signaling import RecordingBackoff, run_link
+from .test_signaling import RecordingBackoff, fixed, run_link, serve
 
 SECRET_TOKEN = "dev-tok-5ecret-must-never-be-logged"
 
@@ -93,15 +93,8 @@ async def tls_room(tmp: Path, *, valid_from_days: float = -1.0) -> AsyncIterator
 
     app = web.Application()
     app.router.add_get("/api/v1/ws", ws)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve(app, server_ctx) as port:
         yield TlsRoom(f"https://127.0.0.1:{port}", cert_path)
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_untrusted_certificate_is_reported_and_retried_the_long_way(
@@ -112,10 +105,7 @@ async def test_an_untrusted_certificate_is_reported_and_retried_the_long_way(
     async with tls_room(tmp_path) as room:
         creds = Credentials(room.url, SECRET_TOKEN)
 
-        async def credentials() -> Credentials:
-            return creds
-
-        link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.01)
+        link = RoomLink(fixed(creds), lambda m: None, backoff=backoff, link_retry_max=0.01)
         await run_link(link, 0.5)
     # Every attempt failed on the certificate and backed off uncapped (the refusal's way), not
     # on the short cap of a network that is down.
@@ -135,11 +125,8 @@ async def test_a_certificate_not_yet_valid_hints_at_the_clock(tmp_path: Path) ->
     async with tls_room(tmp_path, valid_from_days=2.0) as room:
         creds = Credentials(room.url, SECRET_TOKEN)
 
-        async def credentials() -> Credentials:
-            return creds
-
         link = RoomLink(
-            credentials,
+            fixed(creds),
             lambda m: None,
             backoff=backoff,
             link_retry_max=0.01,
@@ -155,23 +142,11 @@ async def test_a_failed_tls_handshake_is_reported_and_retried_the_long_way() -> 
     """The handshake fails on the kiosk's side: plain HTTP where the room URL says https (a
     misconfigured proxy). (A server that rejects the handshake, as for no common protocol
     version, is seen by aiohttp as a connection reset: indistinguishable from the network.)"""
-    app = web.Application()
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     backoff = RecordingBackoff()
-    creds = Credentials(f"https://127.0.0.1:{port}", SECRET_TOKEN)
-
-    async def credentials() -> Credentials:
-        return creds
-
-    try:
-        link = RoomLink(credentials, lambda m: None, backoff=backoff, link_retry_max=0.01)
+    async with serve(web.Application()) as port:
+        creds = Credentials(f"https://127.0.0.1:{port}", SECRET_TOKEN)
+        link = RoomLink(fixed(creds), lambda m: None, backoff=backoff, link_retry_max=0.01)
         await run_link(link, 0.5)
-    finally:
-        await runner.cleanup()
     assert backoff.caps and set(backoff.caps) == {None}, backoff.caps
     assert link.refused is not None and "TLS handshake" in link.refused, link.refused
 
@@ -190,11 +165,8 @@ async def test_a_trusted_certificate_reaches_the_service(tmp_path: Path) -> None
     async with tls_room(tmp_path) as room:
         creds = Credentials(room.url, SECRET_TOKEN)
 
-        async def credentials() -> Credentials:
-            return creds
-
         link = RoomLink(
-            credentials, lambda m: None, backoff=RecordingBackoff(), ssl_context=room.trusting_context()
+            fixed(creds), lambda m: None, backoff=RecordingBackoff(), ssl_context=room.trusting_context()
         )
         await run_link(link, 0.3)
     assert link.refused is not None and "503" in link.refused and "certificate" not in link.refused
@@ -206,10 +178,7 @@ async def test_a_bad_certificate_degrades_the_publishers_health(
     async with tls_room(tmp_path) as room:
         creds = Credentials(room.url, SECRET_TOKEN)
 
-        async def credentials() -> Credentials:
-            return creds
-
-        service = PublisherService(await bus_factory("publisher"), publisher_config(run_dir), credentials)
+        service = PublisherService(await bus_factory("publisher"), publisher_config(run_dir), fixed(creds))
         service.link.backoff = Backoff(initial=0.05, maximum=0.2)
         assert not service.status()[1]
         task = asyncio.ensure_future(service.link.run())
