@@ -3,33 +3,19 @@
 Pure: the caller passes the time. Memory is bounded: past max_keys the least recently used
 keys are forgotten, which can only make a limit more lenient for a key nobody used lately.
 
-Client addresses are counted by limit_key(): an IPv6 client by its /64, since one customer
-network gets a whole /64 and could otherwise take a fresh address for every attempt.
+Client addresses are counted by appliance.clientkey.client_key(): an IPv6 client by its /64,
+since one customer network gets a whole /64 and could otherwise take a fresh address for every
+attempt.
 A clock that steps back refills nothing and takes nothing: callers pass the wall clock, and
 NTP stepping it back must not drain the buckets (refusing a client for as long as the step).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
-IPV6_PREFIX = 64
-
-
-def limit_key(address: str) -> str:
-    """The key an address is limited by: IPv4 as it is, IPv6 by its /64 (an IPv4-mapped one as
-    the IPv4 address); anything that is no address ("unknown") unchanged."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scope (fe80::1%eth0) is no help
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
-    return str(ip)
+from appliance.clientkey import client_key
 
 
 @dataclass
@@ -108,7 +94,7 @@ class AddressAndOverall:
 
     def hit(self, address: str, now: float, *, overall: bool = True) -> float:
         """Count one event; overall=False counts it against the address's limit only."""
-        wait = self.per_address.hit(limit_key(address), now)
+        wait = self.per_address.hit(client_key(address), now)
         if wait or not overall:
             return wait
         # The overall bucket is charged only for events the address limit let through, so

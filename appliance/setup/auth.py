@@ -14,7 +14,7 @@
   SHA-256. Each session carries its own CSRF token. Logging in makes a new session (no
   fixation); changing the password ends every session.
 - Failed logins and code tries are rate-limited per client and overall. A client is its
-  address, an IPv6 one its /64 (client_key): an IPv6 host owns the whole /64 and could try
+  address, an IPv6 one its /64 (appliance.clientkey): an IPv6 host owns the whole /64 and could try
   from a fresh address each time. The overall cap bounds guessing from many addresses, and so
   lets anyone lock the page for its window; a browser that has logged in here before (a known
   device: a random token in a long-lived cookie, KnownDevices) is not refused by it, only by
@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import secrets
@@ -211,24 +210,6 @@ class SetupCodes:
 
 
 # --- rate limiting ------------------------------------------------------------------------------
-
-
-def client_key(remote: str | None) -> str:
-    """The key the rate limits count a client by: an IPv4 address as it is (also one mapped
-    into IPv6, ::ffff:a.b.c.d, as a dual-stack socket reports it), an IPv6 address by its /64
-    (a host gets a whole /64 and picks addresses in it freely, privacy addresses at will)."""
-    if not remote:
-        return "unknown"
-    try:
-        addr = ipaddress.ip_address(remote)
-    except ValueError:
-        return remote  # not an address (a Unix socket's peer): counted as it is
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        # Built from the integer: drops a zone (fe80::1%eth0) that ip_network would refuse.
-        return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
-    return str(addr)
 
 
 @dataclass

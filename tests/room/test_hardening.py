@@ -11,12 +11,13 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from appliance.clientkey import client_key
 from appliance.room import protocol as p
 from appliance.room.accesslog import redact
 from appliance.room.auth import KNOWN_COOKIE
 from appliance.room.db import open_database, transaction
 from appliance.room.hub import Hub, TooManyViewers
-from appliance.room.ratelimit import AddressAndOverall, Bucket, RateLimiter, limit_key
+from appliance.room.ratelimit import AddressAndOverall, Bucket, RateLimiter
 
 from .helpers import Browser, Room, admin_makes_room, api, connect, room_config, running_room, viewer_session
 from .test_hub import Recorder
@@ -33,10 +34,10 @@ def test_ipv6_clients_are_limited_per_64_so_rotating_addresses_does_not_help() -
 
 
 def test_limit_keys() -> None:
-    assert limit_key("2001:DB8:0:0:1::5") == limit_key("2001:db8::9")
-    assert limit_key("::ffff:192.0.2.7") == limit_key("192.0.2.7") == "192.0.2.7"
-    assert limit_key("fe80::1%eth0") == limit_key("fe80::2")
-    assert limit_key("unknown") == "unknown"  # no address (a Unix socket): kept as it is
+    assert client_key("2001:DB8:0:0:1::5") == client_key("2001:db8::9")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("fe80::1%eth0") == client_key("fe80::2")
+    assert client_key("unknown") == "unknown"  # no address (a Unix socket): kept as it is
 
 
 def test_a_clock_stepping_back_does_not_lock_a_client_out() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.clientkey import client_key
 from appliance.errors import StateError
 from appliance.setup import auth
 from appliance.setup.auth import PasswordStore, RateLimiter, Sessions, SetupCodes, csrf_ok, password_problem
@@ -162,14 +163,14 @@ def test_csrf_check_with_a_non_ascii_token_is_a_refusal_not_an_error() -> None:
 
 def test_client_key_groups_an_ipv6_clients_64_and_unmaps_ipv4() -> None:
     """An IPv6 client owns its /64 and can pick any address in it: one key for the /64."""
-    assert auth.client_key("192.0.2.7") == "192.0.2.7"
-    assert auth.client_key("2001:db8:1:2:aaaa::1") == auth.client_key("2001:db8:1:2:bbbb:cccc:dddd:2")
-    assert auth.client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
-    assert auth.client_key("2001:db8:1:3::1") != auth.client_key("2001:db8:1:2::1")
-    assert auth.client_key("::ffff:192.0.2.7") == "192.0.2.7", "an IPv4 client on a dual-stack socket"
-    assert auth.client_key("fe80::1%eth0") == auth.client_key("fe80::2%eth0") == "fe80::/64"
-    assert auth.client_key(None) == auth.client_key("") == "unknown"
-    assert auth.client_key("not an address") == "not an address"
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb:cccc:dddd:2")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7", "an IPv4 client on a dual-stack socket"
+    assert client_key("fe80::1%eth0") == client_key("fe80::2%eth0") == "fe80::/64"
+    assert client_key(None) == client_key("") == "unknown"
+    assert client_key("not an address") == "not an address"
 
 
 def test_a_known_device_is_not_locked_out_by_the_overall_cap() -> None:

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from appliance.clientkey import client_key
 from appliance.errors import StateError
 from appliance.setup.app import (
     COOKIE,
@@ -17,7 +18,7 @@ from appliance.setup.app import (
     render,
     session_of,
 )
-from appliance.setup.auth import DEVICE_TTL_S, client_key, password_problem
+from appliance.setup.auth import DEVICE_TTL_S, password_problem
 from appliance.setup.html import Markup, csrf_field, h, notice
 
 log = logging.getLogger(__name__)
