@@ -201,6 +201,18 @@ def mutated_recording(draw: st.DrawFn, csv: bool, base: str | None = None) -> by
     return data
 
 
+def refused_with_peak(path: Path) -> tuple[RecordingError, int]:
+    """The error reading the recording raises, and the most memory the read held at once."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordingError) as info:
+            list(read_recording(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return info.value, peak
+
+
 def check_read(path: Path, data: bytes) -> list[object]:
     """The reader's whole contract on one file."""
     path.write_bytes(data)
@@ -312,14 +324,8 @@ def test_an_enormous_line_is_refused_without_reading_it_whole(tmp_path: Path) ->
         fh.write(b'{"t": 3, "pixels": "')
         fh.write(b"x" * size)
         fh.write(b'"}\n')
-    tracemalloc.start()
-    try:
-        with pytest.raises(RecordingError) as info:
-            list(read_recording(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert info.value.line == 3 and "longer than" in info.value.reason
+    error, peak = refused_with_peak(path)
+    assert error.line == 3 and "longer than" in error.reason
     assert peak < 2 * 1024 * 1024, f"{peak} bytes allocated reading a {size}-byte line"
 
 
@@ -331,15 +337,9 @@ def test_a_csv_row_spread_over_many_short_lines_is_refused_without_holding_it(tm
     with path.open("w", newline="") as fh:
         fh.write(good)
         fh.write('"a' + '\n","a' * 1_000_000 + '"\n')
-    tracemalloc.start()
-    try:
-        with pytest.raises(RecordingError) as info:
-            list(read_recording(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    error, peak = refused_with_peak(path)
     first = good.count("\n") + 1  # the line the runaway row starts on
-    assert info.value.line == first and "longer than" in info.value.reason, info.value
+    assert error.line == first and "longer than" in error.reason, error
     assert peak < 2 * 1024 * 1024, f"{peak} bytes allocated reading a {path.stat().st_size}-byte file"
 
 
