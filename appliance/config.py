@@ -139,6 +139,21 @@ class SetupConfig(Section, frozen=True, kw_only=True):
     log_dir: Annotated[Path | None, Meta(description="daemon log files (<daemon>.log) shown off systemd")] = (
         None
     )
+    # Only a daemon started by its socket (appliance-setup.socket, or the demo) exits: one that
+    # bound its own port would leave nobody listening. 0..9 is checked in __post_init__, as a
+    # Meta bound cannot leave out 1..9 (and a union of Literal[0] and int takes 0 for the int).
+    idle_exit_s: Annotated[
+        int,
+        Meta(
+            ge=0, le=86400, description="quiet seconds before a socket-activated setup daemon exits; 0: never"
+        ),
+    ] = 900
+
+    def __post_init__(self) -> None:
+        if 0 < self.idle_exit_s < 10:
+            raise ValueError(
+                f"idle_exit_s must be 0 (never) or from 10 to 86400 seconds, not {self.idle_exit_s}"
+            )
 
 
 class SimConfig(Section, frozen=True, kw_only=True):

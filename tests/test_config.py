@@ -216,3 +216,32 @@ def test_a_pin_can_be_marked_not_fitted_in_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(file, apply_env=False)
     assert "gpio.buzzer" in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("10", 10), ("900", 900), ("86400", 86400)])
+def test_setup_idle_exit_takes_0_for_never_or_10_to_86400(tmp_path: Path, value: str, expected: int) -> None:
+    assert load_config(write(tmp_path, f"[setup]\nidle_exit_s = {value}\n")).setup.idle_exit_s == expected
+
+
+def test_setup_idle_exit_defaults_to_900() -> None:
+    assert AppConfig().setup.idle_exit_s == 900
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "reason"),
+    [
+        ("5", "setup", "idle_exit_s must be 0 (never) or from 10 to 86400 seconds, not 5"),
+        ("-1", "setup.idle_exit_s", "greater than or equal to 0"),
+        ("86401", "setup.idle_exit_s", "less than or equal to 86400"),
+        ('"soon"', "setup.idle_exit_s", "valid integer"),
+    ],
+)
+def test_setup_idle_exit_out_of_range_names_the_key(
+    tmp_path: Path, value: str, key: str, reason: str
+) -> None:
+    path = write(tmp_path, f"[setup]\nidle_exit_s = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+    assert "idle_exit_s" in str(info.value)

@@ -5,10 +5,13 @@ every daemon as its own supervised process) and joins aiortc viewers through the
 flow, as the viewer page does: the demo's viewer link's invite for a session, the signaling
 WebSocket, an answer to the kiosk's offer, a join on the events channel.
 
-    startup       every daemon READY (ready_all_s: the largest of the demo report's ready_s)
+    startup       every daemon READY (ready_all_s: the largest of the demo report's ready_s,
+                  the setup daemon's from its first visit, below) but the setup daemon:
+                  socket-activated, it has not started, as on a kiosk nobody has set up lately
     one viewer    after a warm-up, rss_total_mb: the median over a few samples of the sum of
-                  the kiosk daemons' RSS (the room service is hosted elsewhere on a real device:
-                  it is reported on its own, and in rss_total_with_room_mb). RSS counts the
+                  the kiosk daemons' RSS, the setup daemon not running (the room service is
+                  hosted elsewhere on a real device: it is reported on its own, and in
+                  rss_total_with_room_mb). RSS counts the
                   pages the daemons share (the interpreter, libraries) once per daemon; the
                   same sum as PSS (shared pages split) and USS (private pages only) is
                   reported beside it
@@ -27,6 +30,12 @@ WebSocket, an answer to the kiosk's offer, a join on the events channel.
                   asyncio tasks: every daemon's runtime republishes health.<daemon> every
                   HEALTH_HEARTBEAT_S with its task count; the bench listens on the demo's bus
                   and samples the latest count of each daemon's current pid beside its RSS.
+    setup visit   after the soak (which it would otherwise change: the setup daemon's idle exit
+                  comes in the middle of a long one), one HTTP GET to the setup page, which
+                  starts its daemon: setup_activation_s from the connect to the HTTP response
+                  (any: a login page, a redirect), setup_rss_mb the median of its RSS sampled
+                  while it runs, rss_total_with_setup_mb the one-viewer total plus that: what
+                  the kiosk uses while a technician is at the setup page.
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ ROOM = "room"
 STARTUP_TIMEOUT_S = 120.0
 VIEWER_VIDEO_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 60.0
+SETUP = "setup"
+# The setup daemon starts on this visit: an interpreter, aiohttp, the pages.
+SETUP_VISIT_TIMEOUT_S = 60.0
+SETUP_SAMPLES = 3
+SETUP_SAMPLE_INTERVAL_S = 1.0
 
 
 def _free_port() -> int:
@@ -312,6 +326,9 @@ class Demo:
         self.names: list[str] = []
         self.viewer_link: str | None = None
         self.kiosk_line: str | None = None
+        self.setup_url: str | None = None
+        # Daemons the demo starts on a first connection: not READY at the start.
+        self.on_demand: set[str] = set()
         self.ready: set[str] = set()
         self.log_tail: list[str] = []
         self.incidents: list[str] = []
@@ -353,6 +370,10 @@ class Demo:
                 self.names = [n.strip() for n in m.group(1).split(",")]
             elif m := re.search(r"viewer link:\s+(http://\S+/view/\S+)", line):
                 self.viewer_link = m.group(1)
+            elif m := re.search(r"setup page:\s+(http://\S+)", line):
+                self.setup_url = m.group(1)
+                if "first visit" in line:
+                    self.on_demand.add(SETUP)
             elif "kiosk:" in line:
                 self.kiosk_line = line.strip()
             elif m := re.search(r"demo INFO: (\S+) ready in", line):
@@ -363,11 +384,12 @@ class Demo:
     async def wait_started(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         assert self.proc is not None
-        while not (self.names and self.kiosk_line and self.ready >= set(self.names)):
+        # The setup page's line comes before the kiosk's: on_demand is known by then.
+        while not (self.names and self.kiosk_line and self.ready >= set(self.names) - self.on_demand):
             if self.proc.returncode is not None:
                 raise RuntimeError(f"the demo ended early: {self.log_tail[-10:]}")
             if time.monotonic() > deadline:
-                missing = sorted(set(self.names) - self.ready)
+                missing = sorted(set(self.names) - self.on_demand - self.ready)
                 raise RuntimeError(f"the demo did not start within {timeout:.0f} s (not ready: {missing})")
             await asyncio.sleep(0.2)
         if self.viewer_link is None or "paired" not in self.kiosk_line or "not paired" in self.kiosk_line:
@@ -391,6 +413,69 @@ class Demo:
         except (OSError, json.JSONDecodeError):
             report = {}
         return report
+
+
+# --- the setup page ------------------------------------------------------------------------------
+
+
+@dataclass
+class SetupVisit:
+    """One visit to the socket-activated setup page and its daemon's RSS after it."""
+
+    activation_s: float | None = None
+    rss_mb: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+async def http_get_status(url: str) -> str:
+    """The status line of a plain HTTP/1.1 GET to url (any status: a login page, a redirect)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        status = (await reader.readline()).decode(errors="replace").strip()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not status.startswith("HTTP/"):
+        raise ConnectionError(f"no HTTP response from {url}: {status!r}")
+    return status
+
+
+async def visit_setup(url: str, parent: int) -> SetupVisit:
+    """GET the setup page (its daemon starts on the connection), then sample its RSS."""
+    visit = SetupVisit()
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(SETUP_VISIT_TIMEOUT_S):
+            await http_get_status(url)
+    except (OSError, TimeoutError) as exc:
+        visit.error = f"{type(exc).__name__}: {exc}"
+        return visit
+    visit.activation_s = round(time.monotonic() - start, 3)
+    for _ in range(SETUP_SAMPLES):
+        pid = daemon_pids(parent).get(SETUP)
+        if pid is not None and (got := sample_process(pid)) is not None:
+            visit.rss_mb.append(got["rss_mb"])
+        await asyncio.sleep(SETUP_SAMPLE_INTERVAL_S)
+    return visit
+
+
+def setup_figures(visit: SetupVisit | None, rss_total_mb: float) -> dict[str, Any]:
+    """The setup visit's figures; None for what it could not measure."""
+    rss = round(_median_of(visit.rss_mb), 1) if visit is not None and visit.rss_mb else None
+    return {
+        "setup_activation_s": visit.activation_s if visit is not None else None,
+        "setup_rss_mb": rss,
+        "rss_total_with_setup_mb": round(rss_total_mb + rss, 1) if rss is not None else None,
+        "setup_visit_error": visit.error if visit is not None else None,
+    }
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -460,6 +545,7 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
     warmup_s = max(10.0, min(300.0, soak_s / 4))
     cap_s = STARTUP_TIMEOUT_S + one_viewer_warmup_s + soak_s + 4 * VIEWER_VIDEO_TIMEOUT_S + 120
     viewers: list[Viewer] = []
+    setup_visit: SetupVisit | None = None
     with tempfile.TemporaryDirectory(prefix="appliance-bench-system-") as tmp:
         demo = Demo(Path(tmp), cap_s)
         t0 = time.monotonic()
@@ -501,6 +587,8 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
             frames_after_warmup = [
                 v.frames - f for v, f in zip(viewers, frames_at_warmup or [0, 0], strict=True)
             ]
+            if demo.setup_url is not None:
+                setup_visit = await visit_setup(demo.setup_url, demo.proc.pid)
         finally:
             for viewer in viewers:
                 await viewer.close()
@@ -508,7 +596,10 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
             report = await demo.stop()
 
     names = [n for n in demo.names if n in first.procs]
-    kiosk = [n for n in names if n != ROOM]
+    # The kiosk's daemons, the setup daemon among them though it ran only for its visit.
+    kiosk = [n for n in names if n != ROOM] + [
+        n for n in demo.names if n in demo.on_demand and n not in names
+    ]
     measured = [s for s in soak if s.t >= first.t + warmup_s]
     cpu_share: dict[str, float | None] = {}
     for name in names:
@@ -519,9 +610,16 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
     daemons = report.get("daemons", {})
     ready = {n: d.get("ready_s") for n, d in daemons.items()}
     ready_values = [v for v in ready.values() if v is not None]
+    # Every daemon that ran, the setup daemon (from its visit) included, was READY.
+    all_ready = set(names) | (demo.on_demand & set(demo.names))
     rss_one = {n: round(_median_of([s.procs[n]["rss_mb"] for s in one if n in s.procs]), 1) for n in names}
+    rss_total = round(_median_of([s.total_rss() for s in one]), 1)
+    setup = setup_figures(setup_visit, rss_total)
+    if setup["setup_rss_mb"] is not None:
+        rss_one[SETUP] = setup["setup_rss_mb"]
     result: dict[str, Any] = {
-        "rss_total_mb": round(_median_of([s.total_rss() for s in one]), 1),
+        "rss_total_mb": rss_total,
+        **setup,
         "rss_total_with_room_mb": round(_median_of([s.total_rss(with_room=True) for s in one]), 1),
         "pss_total_mb": round(_median_of([s.total_rss(key="pss_mb") for s in one]), 1),
         "uss_total_mb": round(_median_of([s.total_rss(key="uss_mb") for s in one]), 1),
@@ -535,7 +633,9 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         "cpu_share_kiosk_total": round(
             sum(v for n, v in cpu_share.items() if v is not None and n != ROOM), 4
         ),
-        "ready_all_s": max(ready_values) if len(ready_values) == len(names) and ready_values else None,
+        "ready_all_s": (
+            max(ready_values) if ready_values and all(ready.get(n) is not None for n in all_ready) else None
+        ),
         "ready_s_per_daemon": ready,
         "restarts": {n: d.get("restarts") for n, d in daemons.items()},
         "watchdog_kills": {n: d.get("watchdog_kills") for n, d in daemons.items()},
@@ -553,6 +653,7 @@ async def _run(soak_s: float, *, one_viewer_warmup_s: float, interval_s: float) 
         "rss_total_series_mb": [[s.t, round(s.total_rss(), 1)] for s in soak],
         "incidents": demo.incidents,
         "kiosk_daemons": kiosk,
+        "socket_activated_daemons": sorted(demo.on_demand),
         "targets": {
             "rss_total_mb": "<= 300",
             "ready_all_s": "<= 5",

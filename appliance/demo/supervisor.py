@@ -18,6 +18,13 @@ the kiosk pairs with that service by the device flow, printing each user code it
 paired (or after EXTERNAL_PAIR_TIMEOUT_S, unpaired: the publisher then goes on asking by
 itself). The network bench runs the kiosk this way, in a network namespace of its own.
 `--scenario` picks the simulated scene (sim.scenario: a bundled name or a file).
+
+The setup page is socket-activated, as appliance-setup.socket makes it on a kiosk: the demo
+listens on its port itself and starts the setup daemon only once a connection waits there,
+handing it the socket by the sd_listen_fds protocol (fd 3, LISTEN_FDS=1, LISTEN_PID its own
+pid); the daemon accepts the waiting connection itself. Its exit with status 0 (idle for
+setup.idle_exit_s) is no crash: the next connection starts it again. Any other exit is
+restarted like any daemon's, the socket held meanwhile so visits queue rather than fail.
 """
 
 from __future__ import annotations
@@ -65,6 +72,12 @@ PAIR_TIMEOUT_S = 20.0
 # Someone has to approve the code at an external room service: give them time.
 EXTERNAL_PAIR_TIMEOUT_S = 600.0
 DEMO_ROOM_NAME = "Demo entrance"
+# Started on the first connection to a socket the supervisor holds (appliance-setup.socket).
+SOCKET_ACTIVATED = frozenset({"setup"})
+SETUP_FD = 3  # SD_LISTEN_FDS_START: where a socket-activated daemon finds its socket
+# `sh -c` exports its own pid as LISTEN_PID, then execs the daemon, which keeps that pid: the
+# daemon then knows the socket is meant for it, not for a parent that passed its environment on.
+LISTEN_PID_SHIM = 'export LISTEN_PID=$$; exec "$0" "$@"'
 # The room service comes right after the bus: the kiosk's daemons are paired with it by then.
 ORDER = ("bus", "room", *(n for n in daemons.START_ORDER if n != "bus"))
 
@@ -142,6 +155,41 @@ class DemoStartError(Exception):
     one line, before any daemon runs."""
 
 
+def listen_on(port: int) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1:port, bound as the daemons bind (SO_REUSEADDR);
+    DemoStartError if it cannot be had."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise DemoStartError(
+            f"cannot listen on 127.0.0.1:{port} for the setup page: {exc.strerror or exc}"
+        ) from None
+    return sock
+
+
+def as_listen_fd(listener: int) -> Callable[[], None]:
+    """A preexec_fn putting the listening socket at fd 3 for the exec that follows.
+
+    Not pass_fds: the subprocess module closes every fd it was not asked to keep after
+    preexec_fn runs, fd 3 among them. So with close_fds=False, this marks every other fd past
+    stdio close-on-exec itself: the daemon gets stdio and its socket, as under systemd."""
+
+    def preexec() -> None:
+        os.dup2(listener, SETUP_FD)  # a dup2 to another fd is inheritable
+        if listener == SETUP_FD:
+            os.set_inheritable(SETUP_FD, True)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > SETUP_FD:
+                with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+                    os.set_inheritable(int(name), False)
+
+    return preexec
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # As the daemons bind (aiohttp sets SO_REUSEADDR): a TIME_WAIT left by the last demo
@@ -202,6 +250,9 @@ class Child:
     # When the child said STOPPING=1: from then on it has STOP_TIMEOUT_S to exit, pings or not,
     # as systemd gives a service TimeoutStopSec once it says it is stopping.
     stopping_since: float | None = None
+    # Started on a connection to the supervisor's socket, not at the demo's start.
+    socket_activated: bool = False
+    activations: int = 0
 
     def on_notify(self, msg: dict[str, str]) -> None:
         now = time.monotonic()
@@ -254,7 +305,12 @@ class Supervisor:
         self.room_lines: list[str] = []
         self.kiosk_paired = False
         self.order = [n for n in ORDER if n in names and not (n == "room" and self.external_room)]
-        self.children = {n: Child(n, self.run / f"notify-{n}.sock") for n in self.order}
+        self.children = {
+            n: Child(n, self.run / f"notify-{n}.sock", socket_activated=n in SOCKET_ACTIVATED)
+            for n in self.order
+        }
+        # The setup page's listening socket, from prepare() until stop().
+        self.setup_listener: socket.socket | None = None
         self.notify: list[NotifySocket] = []
         self.topic_counts: dict[str, int] = {}
         self.stopping = asyncio.Event()
@@ -263,12 +319,25 @@ class Supervisor:
         self.started = time.monotonic()
 
     def prepare(self) -> None:
-        """The work directory and the config files in it, before anything starts;
-        DemoStartError if they cannot be written (read-only, another user's, a file in the way)."""
+        """The setup page's socket, the work directory and the config files in it, before
+        anything starts; DemoStartError if the port cannot be had or the files cannot be
+        written (read-only, another user's, a file in the way)."""
+        self.listen()
         try:
             self.write_config()
         except OSError as exc:
+            self.close_listener()
             raise DemoStartError(f"cannot write the work dir {self.workdir}: {exc.strerror or exc}") from None
+
+    def listen(self) -> None:
+        """Holds the setup page's port from now on, as appliance-setup.socket does from boot."""
+        if "setup" in self.children and self.setup_listener is None:
+            self.setup_listener = listen_on(self.setup_port)
+
+    def close_listener(self) -> None:
+        if self.setup_listener is not None:
+            self.setup_listener.close()
+            self.setup_listener = None
 
     def write_config(self) -> None:
         for d in (self.state, self.run, self.logs):
@@ -311,6 +380,11 @@ class Supervisor:
             env["SDL_AUDIODRIVER"] = "dummy"  # no sound card: silence, not ALSA's complaints
         return env
 
+    def argv(self, child: Child) -> list[str]:
+        """The daemon's command line."""
+        config = ["--config", str(self.room_config)] if child.name == "room" else []
+        return [sys.executable, "-m", "appliance", "run", child.name, *config]
+
     async def spawn(self, child: Child) -> None:
         if self.headless and child.log_file is None:
             child.log_file = open(self.logs / f"{child.name}.log", "ab")  # noqa: ASYNC230, SIM115 - lives with the child
@@ -320,19 +394,22 @@ class Supervisor:
         child.last_ping = child.spawned_at
         env = self.env(child)
         env.pop("WATCHDOG_PID", None)
-        config = ["--config", str(self.room_config)] if child.name == "room" else []
+        argv = self.argv(child)
+        activation: dict[str, Any] = {}
+        if child.socket_activated:
+            if self.setup_listener is None:
+                raise RuntimeError(f"{child.name} is socket-activated but the demo holds no socket")
+            env.update(LISTEN_FDS="1", LISTEN_FDNAMES=child.name)
+            argv = ["/bin/sh", "-c", LISTEN_PID_SHIM, *argv]
+            activation = {"close_fds": False, "preexec_fn": as_listen_fd(self.setup_listener.fileno())}
         child.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance",
-            "run",
-            child.name,
-            *config,
+            *argv,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=child.log_file or None,
             stderr=child.log_file or None,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+            **activation,
         )
 
     def spawn_task(self, coro: Any, name: str) -> None:
@@ -341,14 +418,24 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     async def watch(self, child: Child) -> None:
-        """Restart the child when it exits, or when it stops pinging the watchdog."""
+        """Restart the child when it exits, or when it stops pinging the watchdog; a
+        socket-activated child that has not run yet or exited 0 starts on the next connection."""
         delay = 0.0  # none yet: the first restart waits RESTART_DELAY_S
+        if child.proc is None and not await self.activate(child):
+            return
         while not self.stopping.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
             kill_group(child.proc)  # its helpers: not one more orphan per crash
             if self.stopping.is_set():
                 return
+            if code == 0 and child.socket_activated:
+                # Its idle exit, as systemd sees a socket-activated service stop: the socket is
+                # still held, and the next visit starts it again. No restart, no backoff.
+                log.info("%s stopped when idle; the next connection starts it again", child.name)
+                if not await self.activate(child):
+                    return
+                continue
             child.exit_codes.append(code)
             child.restarts += 1
             if not delay or time.monotonic() - child.spawned_at >= RESTART_HEALTHY_S:
@@ -358,18 +445,56 @@ class Supervisor:
             log.warning(
                 "%s exited with %s; restarting in %g s (restart %d)", child.name, code, delay, child.restarts
             )
-            # A respawn that fails (fork: EAGAIN, ENOMEM; no log file) is said and tried again:
-            # left to end this task, the daemon would stay down for the rest of the run.
-            while True:
-                await asyncio.sleep(delay)
-                if self.stopping.is_set():
-                    return
-                try:
-                    await self.spawn(child)
-                    break
-                except OSError as exc:
-                    log.error("%s could not be restarted: %s; trying again", child.name, exc)
-                    delay = min(delay * 2, RESTART_MAX_S)
+            if not await self.respawn(child, delay):
+                return
+
+    async def respawn(self, child: Child, delay: float) -> bool:
+        """Starts the child after delay; False if the demo stops first.
+
+        A respawn that fails (fork: EAGAIN, ENOMEM; no log file) is said and tried again:
+        left to end the watch, the daemon would stay down for the rest of the run."""
+        while True:
+            await asyncio.sleep(delay)
+            if self.stopping.is_set():
+                return False
+            try:
+                await self.spawn(child)
+                return True
+            except OSError as exc:
+                log.error("%s could not be started: %s; trying again", child.name, exc)
+                delay = min(max(delay * 2, RESTART_DELAY_S), RESTART_MAX_S)
+
+    async def activate(self, child: Child) -> bool:
+        """Starts a socket-activated child once a connection waits on its socket; False if the
+        demo stops first. The connection is left in the backlog for the daemon to accept."""
+        if not await self.connection_waiting():
+            return False
+        if not await self.respawn(child, 0.0):
+            return False
+        child.activations += 1
+        log.info("%s started for a connection (activation %d)", child.name, child.activations)
+        return True
+
+    async def connection_waiting(self) -> bool:
+        """Until the listening socket is readable (a connection in its backlog), without
+        accepting it; False if the demo stops first or holds no socket."""
+        listener = self.setup_listener
+        if listener is None:
+            return False
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_future()
+        fd = listener.fileno()
+
+        def readable() -> None:
+            if not waiting.done():
+                waiting.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await waiting
+        finally:
+            loop.remove_reader(fd)
+        return not self.stopping.is_set()
 
     async def watchdog(self) -> None:
         while not self.stopping.is_set():
@@ -401,6 +526,7 @@ class Supervisor:
             self.topic_counts[rx.topic] = self.topic_counts.get(rx.topic, 0) + 1
 
     async def start(self) -> None:
+        self.listen()
         self.write_config()
         for each in self.children.values():
             sock = NotifySocket(each.notify_path, each.on_notify)
@@ -413,7 +539,8 @@ class Supervisor:
             child = self.children[name]
             if name == "room":
                 admin, password, room_id = self.provision_room()
-            await self.spawn(child)
+            if not child.socket_activated:  # else watch() starts it on the first connection
+                await self.spawn(child)
             self.spawn_task(self.watch(child), f"watch-{name}")
             if name == "bus":
                 # Everyone else needs the socket; the clients would retry, but starting them
@@ -516,6 +643,7 @@ class Supervisor:
                 running.proc.kill()
                 await running.proc.wait()
             kill_group(running.proc)  # whatever it started and left running
+        self.close_listener()  # a visit now is refused, not queued for a demo that is gone
         for sock in self.notify:
             sock.close()
         for child in self.children.values():
@@ -540,26 +668,31 @@ class Supervisor:
         return {
             "duration_s": round(time.monotonic() - self.started, 3),
             "workdir": str(self.workdir),
-            "daemons": {
-                c.name: {
-                    "ready_s": c.ready_s[0] if c.ready_s else None,
-                    "ready_s_all": c.ready_s,
-                    "restarts": c.restarts,
-                    "exit_codes": c.exit_codes,
-                    "watchdog_kills": c.watchdog_kills,
-                    "status": c.status,
-                    "pid": c.proc.pid if c.proc else None,
-                }
-                for c in self.children.values()
-            },
+            "daemons": {c.name: self.daemon_report(c) for c in self.children.values()},
             "topics": dict(sorted(self.topic_counts.items())),
             "room": {"url": self.room_url, "kiosk_paired": self.kiosk_paired},
         }
 
+    @staticmethod
+    def daemon_report(c: Child) -> dict[str, Any]:
+        # ready_s: the first start's; for a socket-activated daemon, None until its first visit.
+        got: dict[str, Any] = {
+            "ready_s": c.ready_s[0] if c.ready_s else None,
+            "ready_s_all": c.ready_s,
+            "restarts": c.restarts,
+            "exit_codes": c.exit_codes,
+            "watchdog_kills": c.watchdog_kills,
+            "status": c.status,
+            "pid": c.proc.pid if c.proc else None,
+        }
+        if c.socket_activated:
+            got.update(socket_activated=True, activations=c.activations)
+        return got
+
     def urls(self) -> list[str]:
         lines = []
         if "setup" in self.children:
-            lines.append(f"  setup page:   http://127.0.0.1:{self.setup_port}/")
+            lines.append(f"  setup page:   http://127.0.0.1:{self.setup_port}/ (starts on the first visit)")
         if "room" in self.children or self.external_room:
             lines.extend(self.room_lines)
         return lines

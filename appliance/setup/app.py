@@ -150,7 +150,10 @@ def make_app(ctx: Context) -> web.Application:
     from appliance.setup.pages import ROUTE_MODULES
 
     log_bad_requests_briefly()
-    app = web.Application(middlewares=[security_headers, static_errors, sessions], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[ctx.activity.middleware, security_headers, static_errors, sessions],
+        client_max_size=MAX_BODY,
+    )
     app[CTX] = ctx
     for module in ROUTE_MODULES:
         module.add_routes(app)

@@ -257,6 +257,12 @@ class RateLimiter:
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)
 
+    def counting(self) -> bool:
+        """Whether a failure is still in the window: forgetting the counts now (the daemon's
+        idle exit) would give a guesser a fresh allowance."""
+        self._trim(self._all, self.clock())
+        return bool(self._all)
+
 
 class KnownDevices:
     """Browsers that logged in here: a random token in a long-lived HttpOnly cookie, the

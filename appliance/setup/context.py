@@ -13,6 +13,7 @@ from aiohttp import web
 from appliance.bus.client import BusClient
 from appliance.bus.topics import Message, SetupCode
 from appliance.config import AppConfig
+from appliance.setup.activation import Activity
 from appliance.setup.auth import KnownDevices, PasswordStore, RateLimiter, Sessions, SetupCodes
 from appliance.setup.live import LiveState
 from appliance.setup.logs import RingHandler
@@ -47,6 +48,7 @@ class Context:
     config_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: float = field(default_factory=time.time)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    activity: Activity = field(default_factory=Activity)  # requests, for the idle exit
     _code_offset: float | None = None  # SetupCodes.clock_offset() when setup.code was last sent
 
     def __post_init__(self) -> None:

@@ -6,7 +6,9 @@
               the config file (atomic), systemd (restart, reboot)
 
 Listens on setup.host:setup.port, over HTTPS with a self-signed certificate when setup.tls
-(made at the first start, see tls.py). The page edits the config file this daemon was
+(made at the first start, see tls.py). Socket-activated (appliance-setup.socket, or the demo),
+it serves on the socket it is passed instead, and exits after setup.idle_exit_s without use
+(see activation.py). The page edits the config file this daemon was
 pointed at (APPLIANCE_CONFIG, else /etc/appliance/appliance.toml).
 """
 
@@ -16,6 +18,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -24,7 +28,8 @@ from appliance.bus.client import Subscription
 from appliance.config import config_path
 from appliance.errors import StateError
 from appliance.runtime import Runtime
-from appliance.setup import live, tls
+from appliance.setup import activation, live, tls
+from appliance.setup.activation import Activity, Clock, IdleExit
 from appliance.setup.app import make_app
 from appliance.setup.context import Context
 from appliance.setup.system import SystemControl
@@ -41,6 +46,8 @@ class SetupServer:
     ctx: Context
     runner: web.AppRunner
     url: str
+    activated: bool = False  # serving on a socket it was passed
+    idle: IdleExit | None = None  # the idle exit, when it may exit
 
 
 async def _consume(sub: Subscription, ctx: Context) -> None:
@@ -77,9 +84,45 @@ def _extra_ips(host: str) -> list[str]:
     return [] if addr.is_unspecified else [str(addr)]
 
 
-async def start(rt: Runtime) -> SetupServer:
-    """Start every part on rt; returns the server (tests use its URL and context)."""
+def _url(scheme: str, host: str, port: int) -> str:
+    """The URL to reach host:port from this machine (the loopback for every interface)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _where(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+async def start(
+    rt: Runtime,
+    *,
+    fds: Sequence[int] | None = None,
+    clock: Clock = time.monotonic,
+    idle_check_s: float | None = None,
+) -> SetupServer:
+    """Start every part on rt; returns the server (tests use its URL and context).
+
+    fds: the sockets passed by socket activation (None: read LISTEN_FDS), owned from here on.
+    clock, idle_check_s: the idle exit's monotonic clock and check period (tests)."""
     config = rt.config
+    # First: a unit file set up wrong is refused before anything else starts.
+    inherited = activation.inherited_socket(activation.listen_fds() if fds is None else fds)
+    if inherited is not None:
+        rt.stack.callback(inherited.close)  # if the start fails before the server owns it
+        host, port = inherited.getsockname()[:2]
+        if port != config.setup.port:
+            log.warning(
+                "the passed socket listens on port %d, not on setup.port %d: the socket unit decides "
+                "the port (change it with systemctl edit appliance-setup.socket)",
+                port,
+                config.setup.port,
+            )
+    else:
+        host, port = config.setup.host, config.setup.port
     bus = await rt.connect_bus()
     path = config_path()
     system = SystemControl(
@@ -89,10 +132,12 @@ async def start(rt: Runtime) -> SetupServer:
     ssl_context = None
     if config.setup.tls:
         cert_path, key_path = await asyncio.to_thread(
-            tls.ensure_certificate, config.paths.state_dir, _extra_ips(config.setup.host)
+            tls.ensure_certificate, config.paths.state_dir, _extra_ips(host)
         )
         ssl_context = tls.server_context(cert_path, key_path)
-    ctx = Context(config, path, bus, system, tls=config.setup.tls, cert_path=cert_path)
+    ctx = Context(
+        config, path, bus, system, tls=config.setup.tls, cert_path=cert_path, activity=Activity(clock)
+    )
     logging.getLogger().addHandler(ctx.ring_log)
     rt.stack.callback(logging.getLogger().removeHandler, ctx.ring_log)
     try:
@@ -115,18 +160,24 @@ async def start(rt: Runtime) -> SetupServer:
     await runner.setup()
     rt.stack.push_async_callback(runner.cleanup)
     rt.stack.push_async_callback(_close_sockets, ctx)
-    site = web.TCPSite(runner, config.setup.host, config.setup.port, ssl_context=ssl_context)
+    scheme = "https" if ssl_context else "http"
+    site: web.BaseSite
+    if inherited is not None:
+        site = web.SockSite(runner, inherited, ssl_context=ssl_context)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
-        raise StateError(
-            f"cannot listen on {config.setup.host}:{config.setup.port}: {exc.strerror}"
-        ) from None
-    scheme = "https" if ssl_context else "http"
-    host = "127.0.0.1" if config.setup.host in ("0.0.0.0", "") else config.setup.host
-    url = f"{scheme}://{host}:{config.setup.port}"
-    rt.ready(f"listening on {scheme}://{config.setup.host}:{config.setup.port}")
-    return SetupServer(ctx, runner, url)
+        raise StateError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    idle = None
+    if inherited is not None and config.setup.idle_exit_s > 0:
+        idle = IdleExit(rt, ctx, config.setup.idle_exit_s, check_s=idle_check_s)
+        # Not critical: a fault in it keeps the page up, only the memory is not given back.
+        rt.spawn(idle.run(), "idle-exit", critical=False)
+    activated = " (socket-activated)" if inherited is not None else ""
+    rt.ready(f"listening on {_where(scheme, host, port)}{activated}")
+    return SetupServer(ctx, runner, _url(scheme, host, port), activated=inherited is not None, idle=idle)
 
 
 async def main(rt: Runtime) -> None:

@@ -87,11 +87,17 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def running(run_dir: Path, *, tls: bool = False, extra: str = "") -> AsyncIterator[Rig]:
+async def running(
+    run_dir: Path, *, tls: bool = False, extra: str = "", port: int | None = None, **start: Any
+) -> AsyncIterator[Rig]:
+    """The daemon on a fresh config; `extra` goes into [setup], `start` to daemon.start (the
+    inherited sockets, the idle clock)."""
     state = run_dir / "state"
     config_file = run_dir / "appliance.toml"
     config_file.write_text(
-        CONFIG.format(state=state, run=run_dir, port=free_port(), tls="true" if tls else "false", extra=extra)
+        CONFIG.format(
+            state=state, run=run_dir, port=port or free_port(), tls="true" if tls else "false", extra=extra
+        )
     )
     old = os.environ.get("APPLIANCE_CONFIG")
     os.environ["APPLIANCE_CONFIG"] = str(config_file)
@@ -101,7 +107,7 @@ async def running(run_dir: Path, *, tls: bool = False, extra: str = "") -> Async
         config = load_config()
         rt = Runtime("setup", config)
         async with rt.stack:
-            server = await daemon.start(rt)
+            server = await daemon.start(rt, **start)
             async with BusClient(config.bus_socket, "test") as bus:
                 yield Rig(server, bus, rt, config_file, run_dir, state, broker)
             rt.stop()

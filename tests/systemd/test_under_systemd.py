@@ -29,6 +29,7 @@ from systemd_machine import Machine
 
 from appliance import daemons, doctor
 from appliance.bus.topics import ScreeningResult
+from appliance.config import SetupConfig
 from appliance.doctor import CheckResult, Status
 
 pytestmark = pytest.mark.slow
@@ -89,10 +90,21 @@ fullscreen = false
 [setup]
 host = "127.0.0.1"
 port = 8080
-
+{setup_idle}
 [sim]
 scenario = "/etc/appliance/test-scenario.toml"
 """
+# The setup daemon's idle exit (setup.idle_exit_s) is being added alongside its socket
+# activation; a config naming it before the daemon knows it would be refused (unknown key).
+HAS_IDLE_EXIT = "idle_exit_s" in SetupConfig.__struct_fields__
+# 0 = never: the tests below expect the setup daemon up once it was started, however long they take.
+CONFIG = CONFIG.format(setup_idle="idle_exit_s = 0\n" if HAS_IDLE_EXIT else "")
+# The same with a short idle exit, for the one test of it (the setup daemon alone reads it).
+IDLE_S = 10  # the shortest setup.idle_exit_s the config accepts
+IDLE_CONFIG_PATH = "/etc/appliance/setup-idle.toml"
+IDLE_DROPIN_PATH = "/etc/systemd/system/appliance-setup.service.d/test-idle.conf"
+SETUP_SOCKET = "appliance-setup.socket"
+SETUP_PORT = 8080
 # Test-only: APPLIANCE_TEST_HOOKS=1 makes SIGUSR2 block a daemon's event loop (appliance/runtime.py).
 # A prefix drop-in: it applies to every appliance-*.service.
 HOOKS = "[Service]\nEnvironment=APPLIANCE_TEST_HOOKS=1\n"
@@ -139,7 +151,8 @@ def machine() -> Iterator[Machine]:
     rootfs = rootfs_cache.ensure_rootfs(log=lambda s: print(s, flush=True))
     print(f"rootfs ready in {time.monotonic() - started:.1f} s", flush=True)
     m = Machine(rootfs)
-    m.install_units(mask=[unit(d) for d in MISSING])
+    # No setup daemon in this build: its socket would only trigger a masked service.
+    m.install_units(mask=[unit(d) for d in MISSING] + ([SETUP_SOCKET] if "setup" in MISSING else []))
     m.write("/etc/appliance/appliance.toml", CONFIG)
     m.write("/etc/appliance/test-scenario.toml", SCENARIO)
     m.write("/etc/systemd/system/appliance-.service.d/test-hooks.conf", HOOKS)
@@ -185,8 +198,113 @@ def wait_active(m: Machine, name: str, timeout: float, *, not_pid: str | None = 
     raise AssertionError(f"{name} not active (running) within {timeout:g} s: {props}\n{log}")
 
 
+# A request to the setup page from inside the machine: the HTTP status, whatever it is (the page
+# answered). http.client does not follow redirects, so a 30x is the answer too.
+ASK_SETUP_PAGE = """
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=float(sys.argv[2]))
+conn.request("GET", "/")
+print(conn.getresponse().status)
+"""
+
+
+def ask_setup_page(m: Machine, timeout: float = 30.0) -> int:
+    """Connect to the setup port and GET /: the connection alone starts the daemon (socket
+    activation); the answer comes once the daemon has taken the socket and serves on it."""
+    out = m.run(
+        [f"{rootfs_cache.VENV}/bin/python", "-c", ASK_SETUP_PAGE, str(SETUP_PORT), str(timeout)],
+        check=False,
+        timeout=timeout + 10,
+    )
+    assert out.returncode == 0, (
+        f"the setup page did not answer: {out.stderr}\n{m.journal('-u', unit('setup'), '-n', '30')}"
+    )
+    return int(out.stdout.strip())
+
+
+def wait_inactive(m: Machine, name: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    props: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        props = m.show(name, "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts")
+        if props["ActiveState"] in ("inactive", "failed"):
+            return props
+        time.sleep(0.05)
+    raise AssertionError(f"{name} still up after {timeout:g} s: {props}")
+
+
+def test_the_setup_page_waits_on_its_socket_until_the_first_connection(machine: Machine) -> None:
+    """appliance.target brings up appliance-setup.socket, not the setup daemon (about 40 MB used
+    a few times in a kiosk's life). The first connection starts the daemon, which takes the
+    listening socket (sd_listen_fds) and answers on it."""
+    if "setup" in MISSING:
+        pytest.skip("setup: not in this build yet (appliance.daemons.available())")
+    assert machine.show("appliance.target", "ActiveState")["ActiveState"] == "active"
+    sock = machine.show(SETUP_SOCKET, "ActiveState", "SubState", "Listen")
+    assert sock["ActiveState"] == "active" and sock["SubState"] == "listening", sock
+    assert f":{SETUP_PORT} (Stream)" in sock["Listen"], sock
+    before = machine.show(unit("setup"), "ActiveState", "NRestarts")
+    assert before["ActiveState"] == "inactive", f"the setup daemon was started without a connection: {before}"
+    status = ask_setup_page(machine)
+    assert 200 <= status < 500, status
+    props = wait_active(machine, unit("setup"), 5)
+    assert props["NRestarts"] == "0", (props, machine.journal("-u", unit("setup"), "-n", "60", "-o", "cat"))
+    # The daemon serves on the socket systemd holds: the socket stays active (running: its
+    # service has it), and the daemon was started by it, not by the target.
+    assert machine.show(SETUP_SOCKET, "SubState")["SubState"] == "running"
+    log = machine.journal("-u", unit("setup"), "-o", "cat")
+    assert "cannot listen on" not in log, log
+
+
+def test_the_setup_page_exits_when_idle_and_its_socket_starts_it_again(machine: Machine) -> None:
+    """After setup.idle_exit_s without a request the daemon exits with status 0: no failure, so
+    Restart=on-failure leaves it down, and the socket keeps listening; the next connection starts
+    it again. Here with a short idle time, through a config only the setup daemon reads."""
+    if "setup" in MISSING:
+        pytest.skip("setup: not in this build yet (appliance.daemons.available())")
+    if not HAS_IDLE_EXIT:
+        pytest.skip("the setup daemon has no setup.idle_exit_s yet (appliance/config.py SetupConfig)")
+    name = unit("setup")
+    idle_config = CONFIG.replace("idle_exit_s = 0\n", f"idle_exit_s = {IDLE_S}\n")
+    assert f"idle_exit_s = {IDLE_S}" in idle_config
+    machine.run(["tee", IDLE_CONFIG_PATH], input=idle_config)
+    machine.run(["mkdir", "-p", IDLE_DROPIN_PATH.rsplit("/", 1)[0]])
+    machine.run(
+        ["tee", IDLE_DROPIN_PATH], input=f"[Service]\nEnvironment=APPLIANCE_CONFIG={IDLE_CONFIG_PATH}\n"
+    )
+    try:
+        machine.systemctl("daemon-reload")
+        # Stopping the service leaves its socket listening (the socket does not depend on it).
+        machine.systemctl("stop", name)
+        assert machine.show(SETUP_SOCKET, "SubState")["SubState"] == "listening"
+        cursor = journal_cursor(machine)
+        ask_setup_page(machine)
+        started = wait_active(machine, name, 5)
+        exited = wait_inactive(machine, name, IDLE_S + 30)
+        assert exited["ActiveState"] == "inactive", exited
+        assert exited["Result"] == "success" and exited["ExecMainStatus"] == "0", exited
+        assert exited["NRestarts"] == started["NRestarts"], (started, exited)
+        log = machine.journal("--after-cursor", cursor, "-u", name, "-o", "cat")
+        assert "Scheduled restart job" not in log, log
+        sock = machine.show(SETUP_SOCKET, "ActiveState", "SubState")
+        assert sock == {"ActiveState": "active", "SubState": "listening"}, sock
+        # The next connection brings it back.
+        ask_setup_page(machine)
+        wait_active(machine, name, 5)
+    finally:
+        machine.run(["rm", "-f", IDLE_CONFIG_PATH, IDLE_DROPIN_PATH])
+        machine.systemctl("daemon-reload")
+        # Back on the module's config (no idle exit) for the tests that follow.
+        machine.systemctl("stop", name)
+    ask_setup_page(machine)
+    wait_active(machine, name, 5)
+
+
 def test_every_unit_is_active_after_ready(machine: Machine, outages: Outages) -> None:
     outages.started = time.monotonic()
+    if "setup" in AVAILABLE:
+        # The setup daemon is socket-activated: a connection starts it (if a test above has not).
+        ask_setup_page(machine)
     problems = []
     for d in AVAILABLE:
         # Type=notify: active only once the daemon itself sent READY=1.
@@ -201,6 +319,8 @@ def test_every_unit_is_active_after_ready(machine: Machine, outages: Outages) ->
             problems.append(f"{d} sent READY=1 without a STATUS= line")
     assert not problems, "\n".join(problems)
     assert machine.show("appliance-bus.socket", "ActiveState")["ActiveState"] == "active"
+    if "setup" in AVAILABLE:
+        assert machine.show(SETUP_SOCKET, "ActiveState")["ActiveState"] == "active"
     assert machine.show("appliance.target", "ActiveState")["ActiveState"] == "active"
     for d in MISSING:
         assert machine.show(unit(d), "LoadState")["LoadState"] == "masked"
@@ -229,6 +349,8 @@ def test_daemons_run_as_appliance_with_their_groups(machine: Machine) -> None:
 def test_the_installed_units_verify_clean(machine: Machine) -> None:
     """The same verify as test_units_static, on the installed units with the real venv path."""
     units = [f"/etc/systemd/system/{p}" for p in ("appliance.target", "appliance-bus.socket")]
+    if "setup" in AVAILABLE:
+        units.append(f"/etc/systemd/system/{SETUP_SOCKET}")
     units += [f"/etc/systemd/system/{unit(d)}" for d in AVAILABLE]  # the others are masked
     out = machine.run(["systemd-analyze", "verify", "--man=no", *units], check=False)
     assert (out.stdout + out.stderr).strip() == ""
@@ -518,4 +640,9 @@ def test_stopping_the_target_stops_everything_within_5s(machine: Machine) -> Non
             problems.append(f"{d}: {props}")
     assert taken <= STOP_S, f"stopping appliance.target took {taken:.2f} s: {states}"
     assert not problems, "\n".join(problems)
+    # The setup page's socket goes with the target (PartOf=): nothing listens on its port.
+    # It stops after the setup daemon (which is ordered after it), so wait for it too.
+    if "setup" in AVAILABLE:
+        wait_inactive(machine, SETUP_SOCKET, 10)
+        assert machine.show(SETUP_SOCKET, "ActiveState")["ActiveState"] == "inactive"
     print(f"appliance.target stopped in {taken:.2f} s")

@@ -62,7 +62,7 @@ def test_the_units_exist() -> None:
     names = {p.name for p in UNITS.iterdir()}
     daemons = ("bus", "thermal", "camera", "screening", "publisher", "screen", "setup")
     assert {f"appliance-{d}.service" for d in daemons} <= names
-    assert {"appliance-bus.socket", "appliance.target"} <= names
+    assert {"appliance-bus.socket", "appliance-setup.socket", "appliance.target"} <= names
     assert (UNITS / "sysusers.d/appliance.conf").is_file()
     assert (UNITS / "tmpfiles.d/appliance.conf").is_file()
 
@@ -234,3 +234,71 @@ def test_every_daemon_outlasts_the_runtimes_exit_grace() -> None:
 
     for unit in DAEMON_UNITS:
         assert _seconds(unit, "TimeoutStopSec") > EXIT_GRACE_S, unit.name
+
+
+SETUP_SOCKET = UNITS / "appliance-setup.socket"
+SETUP_SERVICE = UNITS / "appliance-setup.service"
+TARGET = UNITS / "appliance.target"
+
+
+def shipped_setup_port() -> int:
+    import tomllib
+
+    with (REPO / "config/appliance.toml").open("rb") as f:
+        port = tomllib.load(f)["setup"]["port"]
+    assert isinstance(port, int)
+    return port
+
+
+def ip_allow_list(unit: Path) -> tuple[list[str], list[str]]:
+    """IPAddressDeny= and IPAddressAllow= entries, in order, as systemd combines repeated lines."""
+    deny: list[str] = []
+    allow: list[str] = []
+    for ln in unit_lines(unit):
+        key, _, value = ln.partition("=")
+        if key == "IPAddressDeny":
+            deny += value.split()
+        elif key == "IPAddressAllow":
+            allow += value.split()
+    return deny, allow
+
+
+def test_the_setup_page_is_socket_activated_on_the_shipped_port() -> None:
+    """The setup page is used a few times in a kiosk's life: appliance-setup.socket holds the port
+    and the first connection starts the daemon (about 40 MB that would otherwise sit idle). Under
+    systemd the socket decides the port, so it must be the one the shipped config documents."""
+    lines = unit_lines(SETUP_SOCKET)
+    assert f"ListenStream={shipped_setup_port()}" in lines
+    # setup.host = "0.0.0.0" by default: IPv4 and IPv6 on one socket, as the daemon's own bind.
+    assert "BindIPv6Only=both" in lines
+    # One listening socket handed to one daemon (listen_fds() takes exactly one), not one
+    # service instance per connection.
+    assert "Accept=no" in lines
+    assert any(ln.startswith("Documentation=") for ln in lines)
+    assert "systemctl edit appliance-setup.socket" in SETUP_SOCKET.read_text()
+
+
+def test_the_target_wants_the_setup_socket_not_the_service() -> None:
+    """A socket-activated daemon started eagerly by the target would hold its 40 MB from boot;
+    and stopping the target must stop the socket and the daemon both."""
+    target = unit_lines(TARGET)
+    wanted = {name for ln in target if ln.startswith("Wants=") for name in ln[len("Wants=") :].split()}
+    assert "appliance-setup.socket" in wanted
+    assert "appliance-setup.service" not in wanted
+    assert "PartOf=appliance.target" in unit_lines(SETUP_SOCKET)
+    assert "WantedBy=appliance.target" in unit_lines(SETUP_SOCKET)
+    service = unit_lines(SETUP_SERVICE)
+    assert "PartOf=appliance.target" in service
+    # Enabling the service must not make the target start it either.
+    assert not any(ln.startswith(("WantedBy=", "RequiredBy=")) for ln in service)
+    assert "Requires=appliance-setup.socket" in service and "After=appliance-setup.socket" in service
+    # An idle exit (status 0) is no failure: the daemon stays down and the socket waits.
+    assert "Restart=on-failure" in service
+
+
+def test_the_setup_sockets_traffic_has_the_services_ip_allow_list() -> None:
+    """systemd applies a service's IPAddressAllow/Deny= to sockets the service makes, not to one
+    passed in by socket activation: the socket unit needs the same list for its own traffic."""
+    service = ip_allow_list(SETUP_SERVICE)
+    assert service[0] == ["any"] and "localhost" in service[1]
+    assert ip_allow_list(SETUP_SOCKET) == service

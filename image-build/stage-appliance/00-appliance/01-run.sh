@@ -48,9 +48,11 @@ set -e
 # /run is made at every boot.
 systemd-sysusers /usr/lib/sysusers.d/appliance.conf
 systemd-tmpfiles --create --exclude-prefix=/run /usr/lib/tmpfiles.d/appliance.conf
+# The setup page's socket, not its service: the first connection starts the daemon, which exits
+# again when idle; enabled, the service would be started by appliance.target at every boot.
 systemctl enable appliance-firstboot.service appliance-bus.socket appliance.target \
 	appliance-bus.service appliance-thermal.service appliance-camera.service appliance-screening.service \
-	appliance-publisher.service appliance-screen.service appliance-setup.service appliance-control.path
+	appliance-publisher.service appliance-screen.service appliance-setup.socket appliance-control.path
 /opt/appliance/venv/bin/appliance config check /etc/appliance/appliance.toml
 CHROOT
 
