@@ -34,21 +34,31 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import mmap
 import os
 import re
 import stat
 import struct
+import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from appliance.errors import StateError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# The writer's side runs on the standard library alone (memoryview casts of the mapping):
+# numpy costs a process ~10 MB of RSS, and the publisher, which writes a viewer's video here,
+# has no other use for it. Only a reader imports numpy, to hand out its frames as arrays.
+# memoryview casts are native-endian; the file format is little-endian, as every Pi is.
+if sys.byteorder != "little":
+    raise ImportError("appliance.bus.framering: the frame ring format needs a little-endian host")
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +71,9 @@ log = logging.getLogger(__name__)
 # seq load and store is single-copy atomic.
 #
 # Python issues no memory barriers between processes, so none of that comes from the language.
-# (c) holds on 64-bit builds because numpy reads and writes an aligned uint64 element with one
-# 64-bit load or store, an implementation detail; on 32-bit Raspberry Pi OS it may be two 32-bit
+# (c) holds on 64-bit builds because a memoryview cast to "Q" (and numpy's uint64 elements)
+# reads and writes an aligned 8-byte element with one 64-bit load or store, an implementation
+# detail; on 32-bit Raspberry Pi OS it may be two 32-bit
 # accesses. On x86-64, TSO gives (a) and (b), so the seqlock alone is sound there. On ARM
 # (every Raspberry Pi) the CPU may reorder plain stores with stores and loads with loads unless
 # a barrier (dmb) sits between them, and none of the Python path provides one we can rely on:
@@ -162,7 +173,7 @@ class RingLayout:
         shape = frame_shape(fmt, width, height)
         if not 2 <= slots <= MAX_SLOTS:
             raise ValueError(f"slots must be 2..{MAX_SLOTS}, got {slots}")
-        frame_size = int(np.prod(shape))
+        frame_size = math.prod(shape)
         stride = -(-(_SLOT_HEADER + frame_size) // _ALIGN) * _ALIGN
         generation = int.from_bytes(os.urandom(8), "little") or 1
         return cls(width, height, fmt, slots, frame_size, stride, checksum, generation)
@@ -207,7 +218,7 @@ class RingLayout:
         if (
             header_size != _HEADER_SIZE
             or not 2 <= slots <= MAX_SLOTS
-            or frame_size != int(np.prod(shape))
+            or frame_size != math.prod(shape)
             or stride < _SLOT_HEADER + frame_size
             or stride % _ALIGN
         ):
@@ -239,15 +250,16 @@ class _Mapping:
         self.mm = mmap.mmap(fd, size, access=access)
         # Aligned element access through these views is one 64-bit load or store on 64-bit
         # builds; the seqlock's fast path relies on it (see the memory ordering note above).
-        self.u64: npt.NDArray[np.uint64] = np.frombuffer(self.mm, dtype="<u8")
-        self.f64: npt.NDArray[np.float64] = np.frombuffer(self.mm, dtype="<f8")
-        self.u8: npt.NDArray[np.uint8] = np.frombuffer(self.mm, dtype=np.uint8)
+        self.u8 = memoryview(self.mm)
+        self.u64 = self.u8.cast("Q")
+        self.f64 = self.u8.cast("d")
 
     def close(self) -> None:
         if self.mm.closed:
             return
-        # mmap refuses to close while a numpy view still exports its buffer.
-        del self.u64, self.f64, self.u8
+        # mmap refuses to close while a view still exports its buffer.
+        for view in (self.u64, self.f64, self.u8):
+            view.release()
         self.mm.close()
 
 
@@ -259,8 +271,8 @@ def _slot_index(layout: RingLayout, seq: int) -> int:
     return (_HEADER_SIZE + (seq % layout.slots) * layout.slot_stride) // 8
 
 
-def _frame_crc(seq: int, capture_ts: float, pixels: npt.NDArray[np.uint8]) -> int:
-    return zlib.crc32(pixels.data, zlib.crc32(_SLOT_PREFIX.pack(seq, capture_ts)))
+def _frame_crc(seq: int, capture_ts: float, pixels: memoryview | bytes | bytearray) -> int:
+    return zlib.crc32(pixels, zlib.crc32(_SLOT_PREFIX.pack(seq, capture_ts)))
 
 
 class FrameRingWriter:
@@ -404,19 +416,25 @@ class FrameRingWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _pixels(self, frame: npt.NDArray[np.uint8] | bytes | bytearray | memoryview) -> npt.NDArray[np.uint8]:
+    def _pixels(self, frame: npt.NDArray[np.uint8] | bytes | bytearray | memoryview) -> memoryview:
+        """The frame's bytes as a flat view, through the buffer protocol (no numpy needed)."""
         layout = self.layout
-        if isinstance(frame, np.ndarray):
-            if frame.dtype != np.uint8 or frame.shape not in (layout.shape, (layout.frame_size,)):
-                raise ValueError(
-                    f"{self._name()}: frame is {frame.dtype} {frame.shape}, the ring takes uint8 "
-                    f"{layout.shape} ({layout.width}x{layout.height} {layout.fmt})"
-                )
-            return np.ascontiguousarray(frame).reshape(-1)
-        pixels = np.frombuffer(frame, dtype=np.uint8)
-        if pixels.size != layout.frame_size:
+        array: Any = frame
+        # A numpy array: its dtype and shape must be the ring's.
+        if hasattr(array, "dtype") and (
+            array.dtype.str != "|u1" or array.shape not in (layout.shape, (layout.frame_size,))
+        ):
             raise ValueError(
-                f"{self._name()}: frame is {pixels.size} bytes, the ring takes {layout.frame_size}"
+                f"{self._name()}: frame is {array.dtype} {array.shape}, the ring takes uint8 "
+                f"{layout.shape} ({layout.width}x{layout.height} {layout.fmt})"
+            )
+        view = memoryview(frame)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())  # a strided array: one copy, as ascontiguousarray made
+        pixels = view.cast("B") if view.ndim != 1 or view.format != "B" else view
+        if pixels.nbytes != layout.frame_size:
+            raise ValueError(
+                f"{self._name()}: frame is {pixels.nbytes} bytes, the ring takes {layout.frame_size}"
             )
         return pixels
 
@@ -465,7 +483,7 @@ class FrameRingReader:
         capture_ts = float(m.f64[i + 1])
         crc = int(m.u64[i + 2])
         start = i * 8 + _SLOT_HEADER
-        pixels = m.u8[start : start + layout.frame_size].copy()
+        pixels = bytearray(m.u8[start : start + layout.frame_size])  # the reader's own copy
         if int(m.u64[i]) != seq:
             self.torn_reads += 1
             return None
@@ -474,7 +492,9 @@ class FrameRingReader:
                 log.warning("%s: frame %d failed its checksum; discarded", self._source, seq)
             self.checksum_failures += 1
             return None
-        return RingFrame(seq, capture_ts, pixels.reshape(layout.shape))
+        import numpy as np  # readers (the screen, the setup page) have it loaded already
+
+        return RingFrame(seq, capture_ts, np.frombuffer(pixels, dtype=np.uint8).reshape(layout.shape))
 
     def latest(self) -> RingFrame | None:
         """The newest frame that reads whole, or None if the ring has none yet.

@@ -13,8 +13,10 @@ sound in a room nobody is watching.
 from __future__ import annotations
 
 import abc
+import array
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -22,7 +24,6 @@ import time
 from fractions import Fraction
 
 import av
-import numpy as np
 
 from appliance.errors import HardwareError
 
@@ -57,12 +58,42 @@ class Microphone(abc.ABC):
         """Stop capturing; safe to call twice or after a failed open."""
 
 
-def _frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+def _frame(samples: bytes, pts: int) -> av.AudioFrame:
+    """A mono s16 frame of `samples` (native-endian int16s, as FFmpeg's s16 is)."""
+    # Written through the plane rather than AudioFrame.from_ndarray, which needs numpy: numpy
+    # costs the publisher ~10 MB of RSS and nothing else in the daemon uses it.
+    if len(samples) % 2:
+        raise ValueError(f"{len(samples)} bytes is not a whole number of s16 samples")
+    frame = av.AudioFrame(format="s16", layout="mono", samples=len(samples) // 2)
+    plane = frame.planes[0]
+    # update() takes exactly the plane's size, which FFmpeg may round up past the samples:
+    # the tail is padding that nothing reads (frame.samples bounds every reader).
+    padding = plane.buffer_size - len(samples)
+    plane.update(samples + bytes(padding) if padding else samples)
     frame.sample_rate = SAMPLE_RATE
     frame.pts = pts
     frame.time_base = TIME_BASE
     return frame
+
+
+@functools.cache
+def _pattern(tone: bool, frequency: float, level: float, seconds: int) -> bytes:
+    """`seconds` of s16 samples: the tone for the first half second, then silence.
+
+    Cached: every listener's microphone is a new SimMicrophone, and this is a Python loop
+    (tens of milliseconds on a Pi) that must not stall the event loop each time."""
+    samples = array.array("h", bytes(2 * SAMPLE_RATE * seconds))
+    if tone:
+        amplitude = int(level * 32767)
+        for i in range(len(samples)):
+            t = i / SAMPLE_RATE
+            if t >= 0.5:
+                break  # the rest is silence
+            # As numpy computed it (a float64 sine times the amplitude, truncated towards
+            # zero), so the beep is what it always was.
+            samples[i] = int(math.sin(2 * math.pi * frequency * t) * amplitude)
+    # FFmpeg's s16 and array's "h" are both native-endian: the bytes go in as they are.
+    return samples.tobytes()
 
 
 class SimMicrophone(Microphone):
@@ -72,11 +103,8 @@ class SimMicrophone(Microphone):
         self.tone = tone
         # The whole pattern once, so a read is a slice: the sim should cost what a real
         # microphone costs (next to nothing), not a sine per frame.
-        t = np.arange(SAMPLE_RATE * self.PATTERN_S) / SAMPLE_RATE
-        on = (t % self.PATTERN_S) < 0.5
-        wave = np.sin(2 * math.pi * frequency * t) * int(level * 32767) * on if tone else np.zeros_like(t)
-        self._pattern = wave.astype(np.int16)
-        assert len(self._pattern) % FRAME_SAMPLES == 0  # a frame never straddles the loop point
+        self._pattern = _pattern(tone, frequency, level, self.PATTERN_S)
+        assert len(self._pattern) % (FRAME_SAMPLES * 2) == 0  # a frame never straddles the loop point
         self._pts = 0
         self._next: float | None = None
         self._open = False
@@ -96,8 +124,8 @@ class SimMicrophone(Microphone):
             await asyncio.sleep(delay)
         elif delay < -0.2:
             self._next = time.monotonic()  # far behind (a suspended loop): do not burst
-        start = self._pts % len(self._pattern)
-        frame = _frame(self._pattern[start : start + FRAME_SAMPLES], self._pts)
+        start = self._pts * 2 % len(self._pattern)  # 2 bytes a sample
+        frame = _frame(self._pattern[start : start + FRAME_SAMPLES * 2], self._pts)
         self._pts += FRAME_SAMPLES
         return frame
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 
 import av
-import numpy as np
 
 from appliance.bus.framering import FrameRingWriter, ring_path
 from appliance.bus.topics import FrameRingNotice
@@ -49,12 +48,19 @@ def fit(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
     return min(w, box_w), min(h, box_h)
 
 
-def letterbox(frame: av.VideoFrame, box_w: int = RING_WIDTH, box_h: int = RING_HEIGHT) -> np.ndarray:
+def letterbox(frame: av.VideoFrame, box_w: int = RING_WIDTH, box_h: int = RING_HEIGHT) -> bytearray:
+    """The frame scaled into a black box_w x box_h picture, centred: bgr24 rows, no padding."""
+    # Rows copied out of PyAV's plane rather than through to_ndarray(), which needs numpy.
     w, h = fit(frame.width, frame.height, box_w, box_h)
-    image = frame.reformat(width=w, height=h, format="bgr24").to_ndarray()
-    out = np.zeros((box_h, box_w, 3), np.uint8)
+    plane = frame.reformat(width=w, height=h, format="bgr24").planes[0]
+    pixels = memoryview(plane).cast("B")
+    stride = plane.line_size  # may be more than w * 3: FFmpeg pads rows for alignment
+    row = w * 3
+    out = bytearray(box_w * box_h * 3)  # black
     y, x = (box_h - h) // 2, (box_w - w) // 2
-    out[y : y + h, x : x + w] = image
+    for r in range(h):
+        at = ((y + r) * box_w + x) * 3
+        out[at : at + row] = pixels[r * stride : r * stride + row]
     return out
 
 

@@ -14,19 +14,55 @@ that fails is reported once through `fault` and reopened on the next talk burst.
 from __future__ import annotations
 
 import abc
+import array
 import contextlib
 import logging
 import queue
 import threading
 
 import av
-import numpy as np
 
 from appliance.publisher.microphone import SAMPLE_RATE, AudioDeviceError
 
 log = logging.getLogger(__name__)
 
 _QUEUE_FRAMES = 12  # about 240 ms of 20 ms frames
+
+# Sample formats with a level: the array typecode of one sample, and full scale. aiortc decodes
+# to s16; the float formats are there for a backend or test that hands those in.
+_LEVEL_FORMATS: dict[str, tuple[str, float]] = {
+    "s16": ("h", 32768.0),
+    "s16p": ("h", 32768.0),
+    "flt": ("f", 1.0),
+    "fltp": ("f", 1.0),
+    "dbl": ("d", 1.0),
+    "dblp": ("d", 1.0),
+}
+
+
+def peak(frame: av.AudioFrame) -> float | None:
+    """The loudest sample of every channel, 0..1 of full scale; None for a format without one.
+
+    Read from the planes with `array`, not frame.to_ndarray(): numpy costs the publisher ~10 MB
+    of RSS, for one number per frame."""
+    level = _LEVEL_FORMATS.get(frame.format.name)
+    if level is None:
+        return None
+    typecode, full_scale = level
+    channels = 1 if frame.format.is_planar else len(frame.layout.channels)
+    loudest = 0.0
+    for plane in frame.planes:
+        values = array.array(typecode)
+        data = memoryview(plane).cast("B")
+        # A plane may be padded past its samples (FFmpeg aligns buffers): only the frame's
+        # samples are sound, the rest is whatever the decoder left there.
+        size = min(frame.samples * channels * values.itemsize, len(data))
+        values.frombytes(data[: size - size % values.itemsize])
+        if values:
+            # -min: the most negative s16 (-32768) is full scale too, and a Python int, unlike
+            # an int16, does not wrap when negated.
+            loudest = max(loudest, float(max(values)), -float(min(values)))
+    return loudest / full_scale
 
 
 class Speaker(abc.ABC):
@@ -40,11 +76,9 @@ class Speaker(abc.ABC):
         """Queue a decoded frame (any format, rate and layout) for playback."""
         self.frames += 1
         self.samples += frame.samples
-        array = frame.to_ndarray()
-        if array.dtype == np.int16:
-            self.peak = float(np.abs(array).max(initial=0)) / 32768.0
-        elif array.dtype.kind == "f":
-            self.peak = float(np.abs(array).max(initial=0.0))
+        level = peak(frame)
+        if level is not None:  # other formats leave the last level, as they always did
+            self.peak = level
         self._play(frame)
 
     @abc.abstractmethod

@@ -434,3 +434,58 @@ def test_create_in_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot create frame ring"):
         FrameRingWriter.create(tmp_path / "no" / "ring", 64, 48, "GRAY8")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_strided_array_is_written_as_its_pixels(tmp_path: Path) -> None:
+    """A view that is not contiguous (a mirrored picture) goes in as the picture it shows."""
+    shape = frame_shape("RGB888", 64, 48)
+    picture = np.arange(int(np.prod(shape)), dtype=np.uint32).astype(np.uint8).reshape(shape)
+    mirrored = picture[:, ::-1]
+    assert not mirrored.flags.c_contiguous
+    with FrameRingWriter.create(tmp_path / "ring", 64, 48, "RGB888") as writer:
+        seq = writer.write(mirrored, capture_ts=1.0)
+        with FrameRingReader.open(tmp_path / "ring") as reader:
+            frame = reader.read(seq)
+    assert frame is not None
+    assert np.array_equal(frame.pixels, mirrored)
+    frame.pixels[0, 0, 0] ^= 0xFF  # the reader's own copy: writable
+
+
+WRITER_WITHOUT_NUMPY = """
+import sys
+from appliance.bus.framering import FrameRingWriter
+with FrameRingWriter.create(sys.argv[1], 4, 2, "RGB888") as writer:
+    writer.write(bytes(range(24)), capture_ts=2.5)
+    writer.write(bytearray(range(1, 25)), capture_ts=3.5)
+    assert "numpy" not in sys.modules, "the writer imported numpy"
+    print("written", flush=True)
+    sys.stdin.read()  # keep the ring open until the test has read it
+"""
+
+
+def test_the_writer_runs_without_numpy(tmp_path: Path) -> None:
+    """The publisher writes a viewer's video here and has no other use for numpy (~10 MB of
+    RSS): the writer's side needs only the standard library."""
+    import subprocess
+    import sys
+
+    ring = tmp_path / "ring"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER_WITHOUT_NUMPY, str(ring)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        # "written", or end of file when the child failed: its error is on stderr.
+        assert proc.stdout.readline() == "written\n", proc.stderr.read()
+        with FrameRingReader.open(ring) as reader:
+            first, second = reader.read(1), reader.read(2)
+        assert first is not None and second is not None
+        assert first.capture_ts == 2.5 and bytes(first.pixels.reshape(-1)) == bytes(range(24))
+        assert second.capture_ts == 3.5 and bytes(second.pixels.reshape(-1)) == bytes(range(1, 25))
+    finally:
+        proc.communicate("", timeout=WAIT)
+    assert proc.returncode == 0
