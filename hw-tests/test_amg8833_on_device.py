@@ -76,7 +76,7 @@ def test_sensor_answers_at_0x68_or_0x69(config: AppConfig, i2c: Any) -> None:
     assert 0.0 < thermistor < 60.0, f"{thermistor} °C is no indoor temperature"
     time.sleep(0.2)
     frame = sensor.read_frame()
-    assert frame.shape == (8, 8)
+    assert len(frame) == 64  # row-major, row 0 at the top
     # An indoor scene sits near the sensor's own temperature; a wildly different median is a bad read.
     assert abs(float(np.median(frame)) - thermistor) < 15.0
 
@@ -85,11 +85,11 @@ def test_frames_arrive_at_10_fps(driver: AMG8833) -> None:
     driver.set_frame_rate(10)
     time.sleep(0.3)
     distinct = 0
-    last: np.ndarray | None = None
+    last: list[float] | None = None
     end = time.monotonic() + 3.0
     while time.monotonic() < end:
         frame = driver.read_frame()
-        if last is None or not np.array_equal(frame, last):
+        if last is None or frame != last:
             distinct += 1
             last = frame
         time.sleep(0.03)  # three reads per frame period: none is missed

@@ -23,7 +23,7 @@ def run_python(code: str) -> None:
 # What `main` imports besides the daemon module, with the demo's sim backends.
 AT_START = {
     "bus": [],
-    "thermal": ["appliance.thermal.backend", "gpiozero.pins.mock", "adafruit_amg88xx", "numpy.random"],
+    "thermal": ["appliance.thermal.backend", "gpiozero.pins.mock", "adafruit_amg88xx"],
     "screening": ["gpiozero.pins.mock"],
     "camera": ["appliance.camera.sim_backend", "av", "numpy.random"],
     "screen": [],

@@ -428,7 +428,7 @@ class FrameRingWriter:
                 f"{self._name()}: frame is {array.dtype} {array.shape}, the ring takes uint8 "
                 f"{layout.shape} ({layout.width}x{layout.height} {layout.fmt})"
             )
-        view = memoryview(frame)
+        view = memoryview(array)  # the buffer protocol: numpy arrays, bytes, bytearray, memoryview
         if not view.c_contiguous:
             view = memoryview(view.tobytes())  # a strided array: one copy, as ascontiguousarray made
         pixels = view.cast("B") if view.ndim != 1 or view.format != "B" else view

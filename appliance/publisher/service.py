@@ -49,16 +49,10 @@ from appliance.publisher.remote_video import RemoteVideo
 from appliance.publisher.signaling import CredentialSource, RoomLink
 from appliance.publisher.speaker import Speaker, make_speaker
 from appliance.publisher.video import CameraFeed, VideoSource
+from appliance.sim.scenario import CAMERA_HFOV_DEG, CAMERA_VFOV_DEG
+from appliance.thermal.registers import FOV_DEG
 
 log = logging.getLogger(__name__)
-
-# The camera's and the thermal sensor's fields of view (appliance.sim.scenario's CAMERA_HFOV_DEG
-# and CAMERA_VFOV_DEG, appliance.thermal.registers' FOV_DEG), copied rather than imported: both
-# modules import numpy, ~10 MB of the publisher's RSS for three numbers. A test
-# (tests/publisher/test_no_numpy.py) pins them to the originals.
-CAMERA_HFOV_DEG = 62.2
-CAMERA_VFOV_DEG = 48.8
-THERMAL_FOV_DEG = 60.0
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 TICK_S = 1.0
@@ -99,7 +93,7 @@ class PublisherService:
         kiosk = KioskInfo(
             units=config.screening.units,
             threshold_c=config.screening.threshold_c,
-            thermal_box=channels.thermal_box(CAMERA_HFOV_DEG, CAMERA_VFOV_DEG, THERMAL_FOV_DEG),
+            thermal_box=channels.thermal_box(CAMERA_HFOV_DEG, CAMERA_VFOV_DEG, FOV_DEG),
         )
         self.link = RoomLink(
             credentials, self._on_signal, on_state=self._on_room, on_unauthorized=on_unauthorized

@@ -112,6 +112,21 @@ WAIT_LATERAL_M = 1.4
 SENSOR_HALF_FOV_TAN = math.tan(math.radians(30.0))
 
 
+class NumpyNoise:
+    """The fake sensor's and the scene's random numbers from numpy's Generator, as they were drawn
+    before those modules dropped numpy: the corpus (and every number measured on it) stays the same
+    for a seed. The daemon's sim uses the standard library's generator instead (fake_amg8833.PyNoise)."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def normal(self, loc: float, scale: float) -> float:
+        return float(self._rng.normal(loc, scale))
+
+    def sample(self, population: int, k: int) -> list[int]:
+        return [int(i) for i in self._rng.choice(population, size=k, replace=False)]
+
+
 def label_for(core_c: float) -> str:
     if core_c >= 38.0:
         return "fever"
@@ -351,8 +366,8 @@ def record_session(plan: SessionPlan) -> tuple[list[RecordedFrame], float]:
     """Run the session through the fake sensor and the real driver; returns (frames, sensor offset)."""
     scenario = plan.scenario
     clock = ManualClock(0.0)
-    scene = ThermalScene(scenario, seed=plan.seed)
-    device = FakeAMG8833(scene, clock=clock, seed=plan.seed, faults=scene)
+    scene = ThermalScene(scenario, noise=NumpyNoise(plan.seed))
+    device = FakeAMG8833(scene, clock=clock, noise=NumpyNoise(plan.seed), faults=scene)
     bus = FakeI2C(devices={ADDRESS_DEFAULT: device})
     driver = AMG8833(bus, clock=clock)
     frames: list[RecordedFrame] = []
@@ -368,7 +383,8 @@ def record_session(plan: SessionPlan) -> tuple[list[RecordedFrame], float]:
         except SensorFault:
             broken = True
             continue
-        frames.append(RecordedFrame(round(clock.now, 4), thermistor, pixels))
+        grid = np.asarray(pixels, dtype=np.float32).reshape(8, 8)  # the driver's 64 values, row-major
+        frames.append(RecordedFrame(round(clock.now, 4), thermistor, grid))
     return frames, device.offset_c
 
 

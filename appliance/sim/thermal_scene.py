@@ -14,14 +14,19 @@ easily visible skin and the usual screening site. A fever of +1.5 °C core shows
 Hair and clothing insulate, so they sit at ambient + 0.35 of the skin's excess over ambient.
 
 Deterministic: the background's fixed texture comes from the seed, and the scenario itself has no chance.
+
+Plain Python, no numpy: the thermal daemon's sim backend renders this ten times a second, and numpy would
+cost its process ~12 MB of RSS (issue 8). The arithmetic is the one the numpy version did, in the same
+order: the rays per pixel are summed as numpy's pairwise summation summed them, so the same scene and
+texture give the same field to the last bit (tests/thermal/test_golden.py). The texture's random numbers
+come from a `Noise` (appliance/thermal/fake_amg8833.py): by default the standard library's generator; the
+screening corpus passes one backed by numpy's Generator so that its recordings stay as they were.
 """
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
-import numpy.typing as npt
+from collections.abc import Callable, Sequence
 
 from appliance.sim.scenario import (
     HEAD_HEIGHT_M,
@@ -33,7 +38,7 @@ from appliance.sim.scenario import (
     PersonState,
     Scenario,
 )
-from appliance.thermal.fake_amg8833 import FaultState
+from appliance.thermal.fake_amg8833 import FaultState, Noise, PyNoise
 from appliance.thermal.registers import COLS, FOV_DEG, ROWS
 
 FOREHEAD_K = 0.20
@@ -56,59 +61,118 @@ def canthus_temperature(core_c: float, ambient_c: float) -> float:
     return skin_temperature(core_c, ambient_c, CANTHUS_K)
 
 
+def _pairwise_sum(values: Sequence[float], start: int, n: int) -> float:
+    """values[start:start + n] summed in the order of numpy's pairwise summation (numpy's
+    pairwise_sum for float64): eight running sums combined as a tree, recursion above 128."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    if n <= 128:
+        r = list(values[start : start + 8])
+        whole = n - n % 8
+        for i in range(start + 8, start + whole, 8):
+            for j in range(8):
+                r[j] += values[i + j]
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for i in range(start + whole, start + n):
+            total += values[i]
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values, start, half) + _pairwise_sum(values, start + half, n - half)
+
+
 class ThermalScene:
-    """`field(t)` -> (8x8 °C, row 0 = top of the image, ambient °C); also the scenario's fault schedule."""
+    """`field(t)` -> (64 °C row-major, row 0 = top of the image, ambient °C); also the scenario's fault
+    schedule."""
 
     def __init__(
-        self, scenario: Scenario, *, seed: int | None = None, supersample: int = 10, fov_deg: float = FOV_DEG
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        supersample: int = 10,
+        fov_deg: float = FOV_DEG,
+        noise: Noise | None = None,
     ) -> None:
+        """`noise` draws the texture; without one, PyNoise seeded with `seed` (default: the scenario's)."""
         self.scenario = scenario
         self.supersample = supersample
-        rng = np.random.default_rng(scenario.seed if seed is None else seed)
-        # Walls, doors and furniture are never one temperature: a fixed, smooth-ish texture.
-        self._texture = np.kron(rng.normal(0.0, 0.15, (ROWS, COLS)), np.ones((supersample, supersample)))
-        n_x, n_y = COLS * supersample, ROWS * supersample
+        rng = noise if noise is not None else PyNoise(scenario.seed if seed is None else seed)
+        # Walls, doors and furniture are never one temperature: a fixed, smooth-ish texture, one value per
+        # pixel, drawn row-major.
+        texture = [float(rng.normal(0.0, 0.15)) for _ in range(ROWS * COLS)]
+        n = supersample
+        n_x, n_y = COLS * n, ROWS * n
         half = math.radians(fov_deg) / 2.0
-        azimuth = -half + (np.arange(n_x) + 0.5) * (2 * half / n_x)  # left -> right
-        elevation = half - (np.arange(n_y) + 0.5) * (2 * half / n_y)  # top -> bottom
-        self._tan_x, self._tan_y = np.meshgrid(np.tan(azimuth), np.tan(elevation))
+        azimuth = [-half + (i + 0.5) * (2 * half / n_x) for i in range(n_x)]  # left -> right
+        elevation = [half - (j + 0.5) * (2 * half / n_y) for j in range(n_y)]  # top -> bottom
+        self._tan_x = [math.tan(a) for a in azimuth]  # per ray column
+        self._tan_y = [math.tan(e) for e in elevation]  # per ray row
         # Vertical position in the view, +0.5 at the top and -0.5 at the bottom, for the gradient.
-        self._up = (elevation / (2 * half))[:, None] * np.ones((1, n_x))
+        self._up = [e / (2 * half) * 1.0 for e in elevation]
+        # The texture per ray, ray row by ray row (each value times 1.0, as the Kronecker product made it).
+        self._texture_rows = [
+            [texture[(j // n) * COLS + i // n] * 1.0 for i in range(n_x)] for j in range(n_y)
+        ]
 
     def faults_at(self, t: float) -> FaultState:
         return self.scenario.faults_at(t)
 
-    def field(self, t: float) -> tuple[npt.NDArray[np.float64], float]:
+    def field(self, t: float) -> tuple[list[float], float]:
         ambient = self.scenario.ambient_at(t)
-        rays = ambient + self.scenario.ambient.gradient * self._up + self._texture
-        depth = np.full(rays.shape, np.inf)
+        gradient = self.scenario.ambient.gradient
+        rays = [
+            [ambient + gradient * up + texture for texture in row]
+            for up, row in zip(self._up, self._texture_rows, strict=True)
+        ]
+        depth = [[math.inf] * len(self._tan_x) for _ in self._tan_y]
         for person in self.scenario.people_at(t):
             self._paint_person(rays, depth, person, ambient)
         for obj in self.scenario.objects_at(t):
             self._paint_object(rays, depth, obj)
-        n = self.supersample
-        return rays.reshape(ROWS, n, COLS, n).mean(axis=(1, 3)), ambient
+        return self._pixels(rays), ambient
 
-    def _plane(
-        self, z: float, x0: float, y0: float
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Where each ray meets the plane at depth z, relative to (x0, y0)."""
-        return z * self._tan_x - x0, z * self._tan_y - y0
+    def _pixels(self, rays: list[list[float]]) -> list[float]:
+        """Each pixel's mean over its n x n rays: numpy's mean over axes (1, 3) of the rays as
+        (8, n, 8, n), which adds each ray row's pairwise sum to a running total, then divides."""
+        n = self.supersample
+        count = n * n
+        pixels = []
+        for row in range(ROWS):
+            block = rays[row * n : (row + 1) * n]
+            for col in range(COLS):
+                total = 0.0
+                for ray_row in block:
+                    total = total + _pairwise_sum(ray_row, col * n, n)
+                pixels.append(total / count)
+        return pixels
 
     @staticmethod
-    def _paint(
-        rays: npt.NDArray[np.float64],
-        depth: npt.NDArray[np.float64],
-        mask: npt.NDArray[np.bool_],
+    def _paint_where(
+        rays: list[list[float]],
+        depth: list[list[float]],
         z: float,
         value: float,
+        rows: Sequence[int],
+        hit: Callable[[int, int], bool],
     ) -> None:
-        hit = mask & (depth >= z)
-        rays[hit] = value
-        depth[hit] = z
+        """Rays (j, i) in `rows` for which hit(j, i) holds, and nothing nearer, take the value."""
+        for j in rows:
+            ray_row, depth_row = rays[j], depth[j]
+            for i in range(len(ray_row)):
+                if depth_row[i] >= z and hit(j, i):
+                    ray_row[i] = value
+                    depth_row[i] = z
+
+    def _plane(self, z: float, x0: float, y0: float) -> tuple[list[float], list[float]]:
+        """Where each ray column and each ray row meets the plane at depth z, relative to (x0, y0)."""
+        return [z * tx - x0 for tx in self._tan_x], [z * ty - y0 for ty in self._tan_y]
 
     def _paint_person(
-        self, rays: npt.NDArray[np.float64], depth: npt.NDArray[np.float64], p: PersonState, ambient: float
+        self, rays: list[list[float]], depth: list[list[float]], p: PersonState, ambient: float
     ) -> None:
         z = p.distance
         x, y = self._plane(z, p.lateral, p.face_height)
@@ -116,25 +180,45 @@ class ThermalScene:
         canthus = canthus_temperature(p.core_temp, ambient)
         insulated = ambient + INSULATED_SHARE * (forehead - ambient)
         half_w, half_h = HEAD_WIDTH_M / 2, HEAD_HEIGHT_M / 2
-        head = (x / half_w) ** 2 + (y / half_h) ** 2 <= 1.0
-        neck_top = -half_h * 0.8
-        neck = (np.abs(x) <= 0.055) & (y <= neck_top) & (y > -half_h - NECK_HEIGHT_M)
-        torso_top = -half_h - NECK_HEIGHT_M
-        torso = (np.abs(x) <= TORSO_WIDTH_M / 2) & (y <= torso_top) & (y > torso_top - TORSO_HEIGHT_M)
-        # Painted at the same depth, so later layers win: clothing, neck, face, then hair and eyes.
-        self._paint(rays, depth, torso, z, insulated)
-        self._paint(rays, depth, neck, z, forehead - 0.3)
-        self._paint(rays, depth, head, z, forehead)
-        # Below the eyes (nose, cheeks) the skin is a little cooler than the forehead.
-        self._paint(rays, depth, head & (y < EYE_LINE_M - 0.02), z, forehead - 0.5)
-        self._paint(rays, depth, head & (y > half_h * 0.55), z, insulated)  # hair
-        for side in (-1.0, 1.0):
-            eye = (x - side * CANTHUS_OFFSET_M) ** 2 + (y - EYE_LINE_M) ** 2 <= CANTHUS_RADIUS_M**2
-            self._paint(rays, depth, eye, z, canthus)
+        every = range(len(y))
+        # The head is the ellipse (x / half_w)² + (y / half_h)² <= 1, squares as x * x (numpy's square).
+        head_x = [(v / half_w) * (v / half_w) for v in x]
+        head_y = [(v / half_h) * (v / half_h) for v in y]
+        head_rows = [j for j in every if head_y[j] <= 1.0]  # a row beyond stays beyond whatever x adds
 
-    def _paint_object(
-        self, rays: npt.NDArray[np.float64], depth: npt.NDArray[np.float64], o: ObjectState
-    ) -> None:
+        def head(j: int, i: int) -> bool:
+            return head_x[i] + head_y[j] <= 1.0
+
+        neck_top = -half_h * 0.8
+        neck_bottom = -half_h - NECK_HEIGHT_M
+        neck_rows = [j for j in every if neck_bottom < y[j] <= neck_top]
+        torso_top = -half_h - NECK_HEIGHT_M
+        torso_bottom = torso_top - TORSO_HEIGHT_M
+        torso_rows = [j for j in every if torso_bottom < y[j] <= torso_top]
+        # Painted at the same depth, so later layers win: clothing, neck, face, then hair and eyes.
+        self._paint_where(rays, depth, z, insulated, torso_rows, lambda j, i: abs(x[i]) <= TORSO_WIDTH_M / 2)
+        self._paint_where(rays, depth, z, forehead - 0.3, neck_rows, lambda j, i: abs(x[i]) <= 0.055)
+        self._paint_where(rays, depth, z, forehead, head_rows, head)
+        # Below the eyes (nose, cheeks) the skin is a little cooler than the forehead.
+        below_eyes = EYE_LINE_M - 0.02
+        cheek_rows = [j for j in head_rows if y[j] < below_eyes]
+        self._paint_where(rays, depth, z, forehead - 0.5, cheek_rows, head)
+        hair_line = half_h * 0.55
+        hair_rows = [j for j in head_rows if y[j] > hair_line]
+        self._paint_where(rays, depth, z, insulated, hair_rows, head)  # hair
+        eye_y = [(v - EYE_LINE_M) * (v - EYE_LINE_M) for v in y]
+        radius_sq = CANTHUS_RADIUS_M**2
+        eye_rows = [j for j in every if eye_y[j] <= radius_sq]
+        for side in (-1.0, 1.0):
+            centre = side * CANTHUS_OFFSET_M
+            eye_x = [(v - centre) * (v - centre) for v in x]
+
+            def eye(j: int, i: int, eye_x: list[float] = eye_x) -> bool:
+                return eye_x[i] + eye_y[j] <= radius_sq
+
+            self._paint_where(rays, depth, z, canthus, eye_rows, eye)
+
+    def _paint_object(self, rays: list[list[float]], depth: list[list[float]], o: ObjectState) -> None:
         x, y = self._plane(o.distance, o.lateral, o.height)
-        body = (np.abs(x) <= o.width / 2) & (np.abs(y) <= o.tall / 2)
-        self._paint(rays, depth, body, o.distance, o.temperature)
+        rows = [j for j in range(len(y)) if abs(y[j]) <= o.tall / 2]
+        self._paint_where(rays, depth, o.distance, o.temperature, rows, lambda j, i: abs(x[i]) <= o.width / 2)

@@ -5,9 +5,11 @@ other access goes through its I2CDevice, because the library reads pixels one re
 and a frame boundary can fall between two of those reads. Here a frame is one 128-byte burst from 0x80
 in a single write-then-read transaction, so the 64 values always come from the same frame.
 
-Orientation: arrays come back in image order, row 0 = top of the scene, column 0 = left of the scene
+Orientation: frames come back in image order, row 0 = top of the scene, column 0 = left of the scene
 as the sensor (and the camera beside it) sees it. See registers.py for the mapping from register order.
-Units: °C, numpy float32, shape (8, 8).
+Units: °C, a list of 64 floats, row-major (8 rows of 8). Plain Python, no numpy: this runs in the
+thermal daemon, where numpy would cost ~12 MB of RSS for 64 numbers (issue 8). Every value is a
+multiple of 0.25 °C within ±512 °C, exactly what the float32 arrays of earlier versions held.
 
 Every I2C error and every implausible reading raises SensorFault; the driver never fills a gap with a
 guess. `reinit()` runs the power-up again and restores the settings made through this object.
@@ -21,9 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from appliance.errors import SensorFault
 from appliance.thermal import registers as reg
@@ -53,7 +52,7 @@ class InterruptConfig:
 class InterruptState:
     flagged: bool  # STAT.INTF
     mask: int  # 64-bit, register order (bit i = pixel i+1)
-    pixels: npt.NDArray[np.bool_]  # 8x8, image order
+    pixels: list[bool]  # 64, image order, row-major
 
     @property
     def count(self) -> int:
@@ -149,8 +148,8 @@ class AMG8833:
 
     # -- frames -------------------------------------------------------------------------------------------
 
-    def read_frame(self) -> npt.NDArray[np.float32]:
-        """One whole frame, 8x8 float32 °C, image order (row 0 = top)."""
+    def read_frame(self) -> list[float]:
+        """One whole frame, 64 °C values, image order, row-major (row 0 = top)."""
         raw = self._read(reg.PIXELS, reg.PIXELS_LEN)
         now = self._clock()
         if raw != self._last_raw:
@@ -160,16 +159,17 @@ class AMG8833:
             raise self._fault(f"pixel data unchanged for {now - self._last_change:.1f} s: frames are stuck")
         frame = reg.register_to_image(reg.decode_pixels(raw))
         low, high = PLAUSIBLE_PIXEL_C
-        if not (float(frame.min()) >= low and float(frame.max()) <= high):
-            bad = int(np.count_nonzero((frame < low) | (frame > high)))
+        coldest, hottest = min(frame), max(frame)
+        if not (coldest >= low and hottest <= high):
+            bad = sum(1 for v in frame if v < low or v > high)
             raise self._fault(
-                f"{bad} pixel(s) outside {low}..{high} °C (min {frame.min():.2f}, max {frame.max():.2f})"
+                f"{bad} pixel(s) outside {low}..{high} °C (min {coldest:.2f}, max {hottest:.2f})"
             )
         if self._failed:
             # Recovery is a good frame, not a successful reinit: a stuck sensor reinitialises fine.
             log.info("AMG8833 recovered: frames are good again")
             self._failed = False
-        return frame.astype(np.float32, copy=False)
+        return frame
 
     def read_thermistor(self) -> float:
         low_byte, high_byte = self._read(reg.TTHL, 2)

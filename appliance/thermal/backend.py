@@ -20,9 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from appliance.config import AppConfig
 from appliance.errors import ConfigError, SensorFault
 from appliance.sim.clock import load_sim_scenario, scene_time
@@ -162,7 +159,7 @@ class SceneClockScene:
     def scene_time(self, t: float) -> float:
         return scene_time(self.scenario, self.origin + t, epoch=self.epoch)
 
-    def field(self, t: float) -> tuple[npt.NDArray[np.floating], float]:
+    def field(self, t: float) -> tuple[list[float], float]:
         return self.scene.field(self.scene_time(t))
 
     def faults_at(self, t: float) -> FaultState:

@@ -28,6 +28,8 @@ What it does, and why:
   bus lock and the simulated chip all assume; a slow or hung transfer never holds up the event loop
   (which keeps pinging the watchdog) and never competes with other users of the default executor. A
   128-byte burst is ~3 ms at 400 kHz, so one thread has ample headroom at 20 polls per second.
+- No numpy: frames are lists of 64 floats all the way (driver, policy, bus), so the daemon's process
+  does without numpy's ~12 MB of RSS (issue 8's memory budget); tests/thermal/test_no_numpy.py holds it.
 - Sim backend: the simulated chip's clock is ticked every 50 ms on that same thread, so the fake is only
   ever touched by one thread and its INT edges arrive off the loop thread, as real ones do.
 """
@@ -42,9 +44,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
-
-import numpy as np
-import numpy.typing as npt
 
 from appliance.bus.client import BusClient
 from appliance.bus.topics import ThermalFrame, ThermalInterrupt, ThermalStatus
@@ -107,7 +106,7 @@ class ThermalSampler:
         self.backoff = BACKOFF_INITIAL_S
         self.next_poll = clock()
         self.next_settings_check = clock()
-        self.last_pixels: npt.NDArray[np.float32] | None = None
+        self.last_pixels: list[float] | None = None
         self.frame_seq = 0
         self.interrupts_seen = 0
         self.present = False
@@ -248,7 +247,7 @@ class ThermalSampler:
         assert self.driver is not None
         pixels = await self.io(self.driver.read_frame)
         t = self.clock()
-        if self.last_pixels is not None and np.array_equal(pixels, self.last_pixels):
+        if pixels == self.last_pixels:
             # No new frame since the last read (two polls per frame period): nothing to publish.
             self._refresh_state(t)
             await self._apply(self.policy.plan(t))
@@ -268,7 +267,7 @@ class ThermalSampler:
         plan = self.policy.on_frame(t, pixels)
         self.frame_seq += 1
         frame = ThermalFrame(
-            pixels=pixels.reshape(reg.ROWS * reg.COLS).tolist(),
+            pixels=list(pixels),
             thermistor=thermistor,
             rate_hz=float(self.driver.frame_rate),
             frame_seq=self.frame_seq,

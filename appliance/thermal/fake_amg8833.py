@@ -21,7 +21,15 @@ What the fake models, from the Grid-EYE specification:
 - faults: OSError on the next N transactions or while a scheduled window is open, stuck frames (the pixel
   registers stop changing), out-of-range values (saturated pixels with the overflow flag).
 
-The "true" temperatures come from a `Scene`: field(t) -> (8x8 °C in image orientation, ambient °C).
+The "true" temperatures come from a `Scene`: field(t) -> (64 °C values in image orientation, row-major,
+or 8 rows of 8; ambient °C).
+
+Plain Python, no numpy: the sim backend runs this inside the thermal daemon, where numpy would cost
+~12 MB of RSS (issue 8). The arithmetic is the one the numpy version did, in the same order, and the
+random draws come from a `Noise`: by default `PyNoise` (the standard library's generator, seeded), so
+the daemon's sim draws other numbers than the numpy version did, from the same distributions. A caller
+that needs numpy's exact streams (the screening corpus, appliance/sim/suite.py, whose recordings stay
+as they were) passes a `Noise` backed by numpy's Generator.
 
 The fake only advances when touched. A daemon waiting for the INT edge touches nothing, so whoever runs
 the sim backend calls `tick()` at least once per frame period (a timer or a loop), as the chip's own clock
@@ -33,14 +41,12 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
 
 from appliance.thermal import registers as reg
 
@@ -60,9 +66,35 @@ def _keep_recent(entries: list[Any]) -> None:
 
 
 class Scene(Protocol):
-    def field(self, t: float) -> tuple[npt.NDArray[np.floating], float]:
-        """True temperatures at scene time t: (8x8 °C, row 0 = top of the image), ambient °C."""
+    def field(self, t: float) -> tuple[Iterable[Any], float]:
+        """True temperatures at scene time t: (64 °C row-major or 8 rows of 8, row 0 = top of the
+        image), ambient °C."""
         ...
+
+
+class Noise(Protocol):
+    """Where the fake's (and the sim scene's) random numbers come from."""
+
+    def normal(self, loc: float, scale: float) -> float:
+        """One draw from N(loc, scale²), computed as loc + scale * z."""
+        ...
+
+    def sample(self, population: int, k: int) -> list[int]:
+        """k distinct integers from range(population)."""
+        ...
+
+
+class PyNoise:
+    """Noise from the standard library's Mersenne Twister, seeded: deterministic for a seed."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+
+    def normal(self, loc: float, scale: float) -> float:
+        return loc + scale * self._random.normalvariate(0.0, 1.0)
+
+    def sample(self, population: int, k: int) -> list[int]:
+        return self._random.sample(range(population), k)
 
 
 @dataclass(frozen=True)
@@ -104,12 +136,18 @@ class ManualClock:
 class StaticScene:
     """A scene whose field the caller sets: for tests that need exact control of the input."""
 
-    def __init__(self, field_c: npt.ArrayLike | float = 22.0, ambient_c: float = 22.0) -> None:
+    def __init__(self, field_c: Iterable[Any] | float = 22.0, ambient_c: float = 22.0) -> None:
+        """`field_c`: one temperature for every pixel, or 64 values row-major, or 8 rows of 8. Tests
+        change `field_c` (replace it, or assign to its items) to change the scene."""
         self.ambient_c = ambient_c
-        self.field_c = np.broadcast_to(np.asarray(field_c, dtype=np.float64), (8, 8)).copy()
+        self.field_c: list[float] = (
+            [float(field_c)] * reg.PIXEL_COUNT
+            if isinstance(field_c, int | float)
+            else reg.flat_pixels(field_c)
+        )
 
-    def field(self, t: float) -> tuple[npt.NDArray[np.floating], float]:
-        return self.field_c.copy(), self.ambient_c
+    def field(self, t: float) -> tuple[list[float], float]:
+        return reg.flat_pixels(self.field_c), self.ambient_c
 
 
 @dataclass
@@ -129,6 +167,7 @@ class FakeAMG8833:
         *,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        noise: Noise | None = None,
         int_pin: OutputPin | None = None,
         faults: FaultSchedule | None = None,
         offset_c: float | None = None,
@@ -140,13 +179,17 @@ class FakeAMG8833:
         self.clock = clock
         self.int_pin = int_pin
         self.faults = faults
-        self._rng = np.random.default_rng(seed)
+        # `seed` seeds the default noise; a `noise` given instead brings its own seed.
+        self._rng: Noise = PyNoise(seed) if noise is None else noise
         # Datasheet accuracy is ±2.5 °C; most parts sit well inside it.
         self.offset_c = (
-            float(np.clip(self._rng.normal(0.0, 0.8), -2.5, 2.5)) if offset_c is None else offset_c
+            min(max(float(self._rng.normal(0.0, 0.8)), -2.5), 2.5) if offset_c is None else offset_c
         )
-        self.pixel_offsets_c = (
-            self._rng.normal(0.0, pixel_offset_std_c, (8, 8)) if pixel_offset_std_c else (np.zeros((8, 8)))
+        # Register order, row-major: the fixed pattern sits on the chip's pixels.
+        self.pixel_offsets_c: list[float] = (
+            [float(self._rng.normal(0.0, pixel_offset_std_c)) for _ in range(reg.PIXEL_COUNT)]
+            if pixel_offset_std_c
+            else [0.0] * reg.PIXEL_COUNT
         )
         self.netd_c = netd_c
         self.thermistor_self_heating_c = thermistor_self_heating_c
@@ -157,10 +200,11 @@ class FakeAMG8833:
         self._pointer = 0
         self._unlock_progress = 0
         self._next_sample = 0  # index of the next internal 10 fps sample to simulate
-        self._samples: deque[npt.NDArray[np.float64]] = deque(maxlen=10)
-        self._prev_output: npt.NDArray[np.float64] | None = None  # for moving average
-        self._prev_frame_counts: npt.NDArray[np.int64] | None = None  # for difference interrupts
-        self._active = np.zeros((8, 8), dtype=bool)  # per-pixel interrupt state (with hysteresis)
+        # Frames below are lists of 64, register order, row-major.
+        self._samples: deque[list[float]] = deque(maxlen=10)
+        self._prev_output: list[float] | None = None  # for moving average
+        self._prev_frame_counts: list[int] | None = None  # for difference interrupts
+        self._active = [False] * reg.PIXEL_COUNT  # per-pixel interrupt state (with hysteresis)
         self._fail_next = 0
         self.stuck = False
         self.out_of_range = False
@@ -225,56 +269,68 @@ class FakeAMG8833:
     def _sample(self, k: int) -> None:
         t = k * FRAME_PERIOD_S
         image, ambient = self.scene.field(t)
-        true_reg = reg.image_to_register(np.asarray(image, dtype=np.float64))
-        noisy = true_reg + self.offset_c + self.pixel_offsets_c + self._rng.normal(0.0, self.netd_c, (8, 8))
+        true_reg = reg.image_to_register(reg.flat_pixels(image))
+        offset, rng, netd = self.offset_c, self._rng, self.netd_c
+        noisy = [
+            v + offset + pixel_offset + rng.normal(0.0, netd)
+            for v, pixel_offset in zip(true_reg, self.pixel_offsets_c, strict=True)
+        ]
         self._samples.append(noisy)
-        thermistor = ambient + self.thermistor_self_heating_c + self._rng.normal(0.0, 0.03)
+        thermistor = ambient + self.thermistor_self_heating_c + rng.normal(0.0, 0.03)
         self._set_word(reg.TTHL, reg.thermistor_c_to_raw(thermistor))
         if self.regs[reg.PCTL] != reg.PCTL_NORMAL:
             return  # sleep and stand-by: no new pixel data
         if self.regs[reg.FPSC] & reg.FPSC_1FPS:
             if k % 10 != 9 or len(self._samples) < 10:
                 return
-            output = np.mean(np.stack(list(self._samples)[-10:]), axis=0)
+            output = _mean(list(self._samples)[-10:])
         else:
             output = noisy
         self._output_frame(output, t)
 
-    def _output_frame(self, output: npt.NDArray[np.float64], t: float) -> None:
+    def _output_frame(self, output: list[float], t: float) -> None:
         raw_output = output
         if self.regs[reg.AVE] & reg.AVE_MAMOD and self._prev_output is not None:
-            output = (output + self._prev_output) / 2.0
+            output = [(a + b) / 2.0 for a, b in zip(output, self._prev_output, strict=True)]
         self._prev_output = raw_output
         faults = self._scheduled()
         self.frames_output += 1
         if self.stuck or faults.stuck_frames:
             return  # the pixel registers keep the last frame: what a hung ADC looks like on the bus
-        counts = np.clip(np.rint(output / reg.PIXEL_LSB_C), -0x800, 0x7FF).astype(np.int64)
+        # round() is round-half-even, as the ADC model always was (numpy's rint).
+        counts = [max(-0x800, min(0x7FF, round(v / reg.PIXEL_LSB_C))) for v in output]
         if self.out_of_range or faults.out_of_range:
-            broken = self._rng.choice(64, size=8, replace=False)
-            counts.reshape(64)[broken] = _OUT_OF_RANGE_RAW
+            for broken in self._rng.sample(reg.PIXEL_COUNT, 8):
+                counts[broken] = _OUT_OF_RANGE_RAW
             self.regs[reg.STAT] |= reg.STAT_OVF_IRS
-        self.regs[reg.PIXELS : reg.PIXELS + reg.PIXELS_LEN] = reg.encode_pixels(counts * reg.PIXEL_LSB_C)
+        self.regs[reg.PIXELS : reg.PIXELS + reg.PIXELS_LEN] = reg.encode_pixels(
+            [count * reg.PIXEL_LSB_C for count in counts]
+        )
         self._evaluate_interrupt(counts)
 
-    def _evaluate_interrupt(self, counts: npt.NDArray[np.int64]) -> None:
+    def _evaluate_interrupt(self, counts: list[int]) -> None:
         previous, self._prev_frame_counts = self._prev_frame_counts, counts
         intc = self.regs[reg.INTC]
         if not intc & reg.INTC_INTEN:
             return
         if intc & reg.INTC_ABSOLUTE:
-            value = counts
+            values = counts
         elif previous is None:
             return  # difference mode needs two frames
         else:
-            value = counts - previous
+            values = [now - before for now, before in zip(counts, previous, strict=True)]
         upper = reg.raw12_to_twos(self._word(reg.INTHL))
         lower = reg.raw12_to_twos(self._word(reg.INTLL))
         hysteresis = reg.raw12_to_twos(self._word(reg.IHYSL))
-        crossed = (value > upper) | (value < lower)
-        back_inside = (value <= upper - hysteresis) & (value >= lower + hysteresis)
-        self._active = np.where(self._active, ~back_inside, crossed)
-        if self._active.any():
+        # An active pixel stays active until it is back inside by the hysteresis; an inactive one
+        # becomes active when it crosses a level.
+        self._active = [
+            not (upper - hysteresis >= value >= lower + hysteresis)
+            if active
+            else (value > upper or value < lower)
+            for value, active in zip(values, self._active, strict=True)
+        ]
+        if any(self._active):
             table = reg.decode_interrupt_table(self.regs[reg.INT_TABLE : reg.INT_TABLE + 8])
             table |= reg.grid_to_mask(self._active)
             self.regs[reg.INT_TABLE : reg.INT_TABLE + 8] = reg.encode_interrupt_table(table)
@@ -303,7 +359,7 @@ class FakeAMG8833:
     def _flag_reset(self) -> None:
         self._clear_interrupt()
         self.regs[reg.STAT] = 0
-        self._active[:] = False
+        self._active = [False] * reg.PIXEL_COUNT
         self._update_pin()
 
     def _initial_reset(self) -> None:
@@ -449,6 +505,15 @@ def fake_bus(
     """A bus with one fake AMG8833 on it; keyword options go to FakeAMG8833."""
     device = FakeAMG8833(scene, **device_options)  # type: ignore[arg-type]
     return FakeI2C(devices={address: device}), device
+
+
+def _mean(frames: Sequence[list[float]]) -> list[float]:
+    """The per-pixel mean of frames: summed in order, then divided by the count, as numpy's mean over
+    the first axis did it (the exact float rounding is what the screening corpus was recorded with)."""
+    total = list(frames[0])
+    for frame in frames[1:]:
+        total = [a + b for a, b in zip(total, frame, strict=True)]
+    return [v / len(frames) for v in total]
 
 
 def changed_registers(writes: Iterable[tuple[int, int]], addresses: Iterable[int]) -> list[tuple[int, int]]:

@@ -1,7 +1,8 @@
 """`appliance thermal record --seconds N --out FILE.jsonl [--config F]`: live frames to a recording.
 
 Records thermal.frame from the running thermal daemon over the bus, in the canonical JSONL format
-(appliance/thermal/recording.py), t in seconds from the first recorded frame (from the frames' monotonic
+(appliance/thermal/recording.py, written by jsonl.py without numpy: this process has no use for numpy's
+~12 MB of RSS), t in seconds from the first recorded frame (from the frames' monotonic
 envelope timestamps, i.e. when the daemon read them, not when they reached this process).
 
 The sensor is never read directly, even with no bus: the thermal daemon owns the chip (it changes the frame
@@ -30,14 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from appliance.atomic import atomic_open
 from appliance.bus.client import BusClient, Received, Subscription
 from appliance.bus.topics import Health, ThermalFrame, ThermalStatus
 from appliance.config import load_config
 from appliance.errors import ApplianceError, NotConnected
-from appliance.thermal.recording import RecordingWriter, make_frame
+from appliance.thermal.jsonl import FrameWriter
 
 PROG = "appliance thermal record"
 MAX_SECONDS = 24 * 3600.0  # ~0.4 GB at 10 fps; more is a typo or a job for a logger, not this command
@@ -158,7 +157,7 @@ async def _write(
     last_seq: int | None = None
     last_t = -math.inf
     with atomic_stream(out) as stream:
-        writer = RecordingWriter(stream)
+        writer = FrameWriter(stream)
         rx: Received | None = first
         while rx is not None:
             for state_rx in list(status.queue):
@@ -178,7 +177,7 @@ async def _write(
             # 4 decimals is what the file holds; round first so the writer checks what the reader sees.
             t = round(rx.ts - t0, 4)
             if t > last_t:
-                writer.write(make_frame(t, msg.thermistor, np.reshape(msg.pixels, (8, 8))))
+                writer.write(t, msg.thermistor, msg.pixels)
                 summary.frames += 1
                 summary.duration_s = t
                 last_t = t

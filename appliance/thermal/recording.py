@@ -34,9 +34,8 @@ import numpy.typing as npt
 
 from appliance.atomic import atomic_write
 from appliance.errors import RecordingError
+from appliance.thermal.jsonl import COLS, ROWS, FrameWriter, frame_json
 
-ROWS = 8
-COLS = 8
 CSV_HEADER = ["t", "thermistor", *(f"p{i}" for i in range(ROWS * COLS))]
 _KEYS = {"t", "thermistor", "pixels"}
 MAX_LINE = 64 * 1024  # characters; a frame takes about 600
@@ -51,15 +50,8 @@ class RecordedFrame:
     pixels: npt.NDArray[np.float32]  # 8x8 °C, row 0 = top
 
     def to_json(self) -> str:
-        # 4 decimals keep 0.25 °C and 0.0625 °C steps exact while keeping lines short.
-        return json.dumps(
-            {
-                "t": round(self.t, 4),
-                "thermistor": round(self.thermistor, 4),
-                "pixels": [[round(float(v), 4) for v in row] for row in self.pixels],
-            },
-            separators=(",", ":"),
-        )
+        # The one definition of a line, shared with the numpy-free recorder (jsonl.py).
+        return frame_json(self.t, self.thermistor, self.pixels)
 
 
 def make_frame(t: float, thermistor: float, pixels: npt.ArrayLike) -> RecordedFrame:
@@ -73,22 +65,16 @@ class RecordingWriter:
     """Appends frames to a JSONL stream, refusing what a reader would reject."""
 
     def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._last_t: float | None = None
+        self._writer = FrameWriter(stream)
 
     def write(self, frame: RecordedFrame) -> None:
         values = np.asarray(frame.pixels)
         if values.shape != (ROWS, COLS):
             raise ValueError(f"pixels must be 8x8, got shape {values.shape}")
-        if not (math.isfinite(frame.t) and math.isfinite(frame.thermistor) and np.isfinite(values).all()):
-            raise ValueError("recordings hold finite numbers only")
-        if self._last_t is not None and frame.t <= self._last_t:
-            raise ValueError(f"t must increase: {frame.t} after {self._last_t}")
-        self._last_t = frame.t
-        self._stream.write(frame.to_json() + "\n")
+        self._writer.write(frame.t, frame.thermistor, values)
 
     def flush(self) -> None:
-        self._stream.flush()
+        self._writer.flush()
 
 
 def write_recording(path: str | os.PathLike[str], frames: Iterable[RecordedFrame]) -> int:

@@ -19,17 +19,17 @@ against the register use of the adafruit_amg88xx driver:
 Register order vs image orientation: seen from the sensor looking at the scene (the way a camera image is
 drawn), pixel 1 is the bottom-right of the field of view and numbering runs right-to-left, bottom-to-top
 (the Grid-EYE spec's "pixel array" figure, also stated by the amg88 crate docs from the viewer's side).
-So the register grid is the image rotated by 180°, and one `np.rot90(grid, 2)` converts either way.
+So the register grid is the image rotated by 180°, and one rotation converts either way: on a row-major
+list of 64 values, a rotation by 180° is the list reversed.
 This assumes the module is mounted upright (lens window above the pins); a kiosk mounted the other way
 round gets its picture upside down, which is visible at once on the overlay.
 """
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
-
-import numpy as np
-import numpy.typing as npt
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TypeVar
 
 ADDRESS_DEFAULT: Final = 0x69  # AD_SELECT pulled up, as on the Adafruit breakout
 ADDRESS_ALT: Final = 0x68  # AD_SELECT tied to GND
@@ -94,7 +94,11 @@ FOV_DEG: Final = 60.0  # horizontal and vertical viewing angle, 7.5° per pixel
 NETD_10FPS_C: Final = 0.16
 NETD_1FPS_C: Final = 0.05
 
-_Scalar = TypeVar("_Scalar", bound=np.generic)
+# Plain Python, no numpy: the thermal daemon imports this, and numpy would cost it ~12 MB of RSS for
+# 64 numbers (issue 8). A frame is a list of 64 floats, row-major (8 rows of 8).
+PIXEL_COUNT: Final = ROWS * COLS
+_T = TypeVar("_T")
+_WORDS = struct.Struct("<64H")
 
 _12BIT = 0x1000
 _12BIT_SIGN = 0x800
@@ -150,20 +154,34 @@ def join_le16(low: int, high: int) -> int:
     return ((high & 0x0F) << 8) | (low & 0xFF)
 
 
-def decode_pixels(data: bytes | bytearray) -> npt.NDArray[np.float32]:
-    """128 bytes from 0x80 -> 8x8 °C in register order (pixel 1 at [0, 0])."""
+def flat_pixels(values: Iterable[Any]) -> list[float]:
+    """64 values, or 8 rows of 8 (lists, tuples, or anything iterable such as an 8x8 array), as a
+    row-major list of 64 floats. ValueError for any other count."""
+    out: list[float] = []
+    for item in values:
+        if hasattr(item, "__iter__"):
+            out.extend(float(v) for v in item)
+        else:
+            out.append(float(item))
+    if len(out) != PIXEL_COUNT:
+        raise ValueError(f"a frame has {PIXEL_COUNT} pixels, not {len(out)}")
+    return out
+
+
+def decode_pixels(data: bytes | bytearray) -> list[float]:
+    """128 bytes from 0x80 -> 64 °C values in register order (pixel 1 first), row-major.
+
+    Every value is a multiple of 0.25 within ±512, so it is exactly what a float32 would hold."""
     if len(data) != PIXELS_LEN:
         raise ValueError(f"pixel block is {len(data)} bytes, expected {PIXELS_LEN}")
-    words = np.frombuffer(bytes(data), dtype="<u2").astype(np.int32) & 0xFFF
-    signed = np.where(words & _12BIT_SIGN, words - _12BIT, words)
-    return (signed * PIXEL_LSB_C).astype(np.float32).reshape(ROWS, COLS)
+    return [raw12_to_twos(word) * PIXEL_LSB_C for word in _WORDS.unpack(bytes(data))]
 
 
-def encode_pixels(celsius: npt.ArrayLike) -> bytes:
-    """8x8 °C in register order -> the 128 bytes the sensor holds at 0x80 (quantised, saturated)."""
-    grid = np.asarray(celsius, dtype=np.float64).reshape(ROWS * COLS)
-    counts = np.clip(np.rint(grid / PIXEL_LSB_C), -_12BIT_SIGN, _12BIT_MAX).astype(np.int32)
-    return (counts & 0xFFF).astype("<u2").tobytes()
+def encode_pixels(celsius: Iterable[Any]) -> bytes:
+    """64 °C values (or 8 rows) in register order -> the 128 bytes the sensor holds at 0x80 (quantised,
+    saturated). round() rounds half to even, as the chip's model (and numpy's rint) does."""
+    counts = [max(-_12BIT_SIGN, min(_12BIT_MAX, round(v / PIXEL_LSB_C))) for v in flat_pixels(celsius)]
+    return _WORDS.pack(*(count & 0xFFF for count in counts))
 
 
 def decode_interrupt_table(table: bytes | bytearray) -> int:
@@ -177,24 +195,35 @@ def encode_interrupt_table(mask: int) -> bytes:
     return (mask & (2**64 - 1)).to_bytes(INT_TABLE_LEN, "little")
 
 
-def mask_to_grid(mask: int) -> npt.NDArray[np.bool_]:
-    """64-bit mask -> 8x8 booleans in register order."""
-    bits = [(mask >> i) & 1 for i in range(ROWS * COLS)]
-    return np.array(bits, dtype=bool).reshape(ROWS, COLS)
+def mask_to_grid(mask: int) -> list[bool]:
+    """64-bit mask -> 64 booleans in register order, row-major."""
+    return [bool((mask >> i) & 1) for i in range(PIXEL_COUNT)]
 
 
-def grid_to_mask(grid: npt.ArrayLike) -> int:
-    flat = np.asarray(grid, dtype=bool).reshape(ROWS * COLS)
+def grid_to_mask(grid: Iterable[Any]) -> int:
+    """64 booleans (or 8 rows of 8), row-major -> the 64-bit mask with bit i for value i."""
+    flat: list[Any] = []
+    for item in grid:
+        if hasattr(item, "__iter__"):
+            flat.extend(item)
+        else:
+            flat.append(item)
+    if len(flat) != PIXEL_COUNT:
+        raise ValueError(f"a grid has {PIXEL_COUNT} cells, not {len(flat)}")
     return sum(1 << i for i, bit in enumerate(flat) if bit)
 
 
-def register_to_image(grid: npt.NDArray[_Scalar]) -> npt.NDArray[_Scalar]:
-    """Register order -> image order (row 0 = top of the scene, column 0 = left as the sensor sees it).
+def register_to_image(grid: Sequence[_T]) -> list[_T]:
+    """Register order -> image order (row 0 = top of the scene, column 0 = left as the sensor sees it),
+    both row-major lists of 64.
 
-    The mapping is a 180° rotation, so it is its own inverse; `image_to_register` is the same function
-    under the name that reads right at the call site.
+    The mapping is a 180° rotation, which on a row-major list is the list reversed (cell r, c goes to
+    7 - r, 7 - c, i.e. index i to 63 - i). It is its own inverse; `image_to_register` is the same
+    function under the name that reads right at the call site.
     """
-    return np.ascontiguousarray(np.rot90(grid, 2))
+    if len(grid) != PIXEL_COUNT:
+        raise ValueError(f"a grid has {PIXEL_COUNT} cells, not {len(grid)}")
+    return list(reversed(grid))
 
 
 image_to_register = register_to_image

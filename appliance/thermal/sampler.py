@@ -48,15 +48,18 @@ of theirs, or their leaving, is a change that ends the fixture at once.
 
 Every method takes the time `t` (monotonic seconds) of what it reports; the policy never reads a clock,
 so tests drive it with any timeline and the daemon with time.monotonic().
+
+Plain Python on lists of 64 floats, no numpy: the policy runs in the thermal daemon, where numpy would
+cost ~12 MB of RSS for 64 numbers (issue 8). The arithmetic is the one numpy did, in the same order.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from appliance.thermal import registers as reg
 
@@ -138,9 +141,9 @@ class SamplingPolicy:
         self._now: float | None = None
         # Per pixel, image order: the reference of a pixel above the presence level (NaN: not above it
         # at the last frame), since when it has been steady, and whether it is a fixture.
-        self._reference = np.full(PIXELS, np.nan)
-        self._steady_since = np.zeros(PIXELS)
-        self._fixture = np.zeros(PIXELS, dtype=bool)
+        self._reference = [math.nan] * PIXELS
+        self._steady_since = [0.0] * PIXELS
+        self._fixture = [False] * PIXELS
         self._last_frame: float | None = None
 
     # -- what it knows ---------------------------------------------------------------------------------
@@ -158,30 +161,30 @@ class SamplingPolicy:
     @property
     def fixture_count(self) -> int:
         """Pixels of static warm objects currently not counted as presence."""
-        return int(np.count_nonzero(self._fixture))
+        return sum(self._fixture)
 
     @property
     def fixture_mask(self) -> int:
         """The fixture pixels as a 64-bit mask, image order: bit i is pixel i of a frame (row-major)."""
-        return sum(1 << int(i) for i in np.flatnonzero(self._fixture))
+        return sum(1 << i for i, fixture in enumerate(self._fixture) if fixture)
 
     # -- inputs ----------------------------------------------------------------------------------------
 
-    def on_frame(self, t: float, pixels: npt.ArrayLike) -> Plan:
-        """A new frame (8x8 or 64 values, °C) read at time t."""
+    def on_frame(self, t: float, pixels: Iterable[Any]) -> Plan:
+        """A new frame (64 values row-major, or 8 rows of 8, °C) read at time t."""
         self._advance(t)
-        values = np.asarray(pixels, dtype=np.float64).reshape(-1)
-        if values.size != reg.ROWS * reg.COLS:
-            raise ValueError(f"a frame has 64 pixels, not {values.size}")
-        if not np.isfinite(values).all():
+        values = reg.flat_pixels(pixels)
+        if not all(math.isfinite(v) for v in values):
             raise ValueError("frame holds a non-finite value")
-        median = float(np.median(values))
+        # Of 64 values, the mean of the middle two: (a + b) / 2, as numpy's median computed it.
+        median = statistics.median(values)
         if self._background is None:
             # The first frame is the best guess there is; the median ignores a minority of warm pixels.
             self._background = median
-        above = values > self._background + self.presence_delta_c
+        level = self._background + self.presence_delta_c
+        above = [v > level for v in values]
         self._learn_fixtures(t, values, above)
-        if bool((above & ~self._fixture).any()):
+        if any(a and not f for a, f in zip(above, self._fixture, strict=True)):
             self._last_presence = t
         else:
             # Nothing above the level but known fixtures: a quiet frame, so the room is still followed.
@@ -206,7 +209,7 @@ class SamplingPolicy:
         if present or self._background is None:
             # No background yet: no level to arm with; the first frame comes at the idle rate.
             return Plan(self.active_fps if present else self.idle_fps, None, present)
-        if self._fixture.any():
+        if any(self._fixture):
             # The chip's level is frame-wide: armed, it would fire on the fixture on every frame.
             return Plan(self.idle_fps, None, False)
         return Plan(self.idle_fps, self._levels_for(self._background), False)
@@ -220,26 +223,27 @@ class SamplingPolicy:
             raise ValueError(f"time went backwards: {t} after {self._now}")
         self._now = t
 
-    def _learn_fixtures(
-        self, t: float, values: npt.NDArray[np.float64], above: npt.NDArray[np.bool_]
-    ) -> None:
+    def _learn_fixtures(self, t: float, values: list[float], above: list[bool]) -> None:
         dt = 0.0 if self._last_frame is None else t - self._last_frame
         self._last_frame = t
-        reference = self._reference
-        tracked = ~np.isnan(reference)
-        with np.errstate(invalid="ignore"):  # NaN references compare False: untracked, not changed
-            changed = tracked & (np.abs(values - reference) > FIXTURE_BAND_C)
-        # A change, or a fall to the level, ends a fixture at once; a changed pixel above the level starts
-        # over from its new value, so it is presence on this very frame.
-        self._fixture &= above & ~changed
-        restart = above & (~tracked | changed)
-        reference[restart] = values[restart]
-        self._steady_since[restart] = t
-        reference[~above] = np.nan
-        steady = above & tracked & ~changed
         alpha = 1.0 - math.exp(-dt / FIXTURE_TRACK_TAU_S)
-        reference[steady] += alpha * (values[steady] - reference[steady])
-        self._fixture |= steady & (t - self._steady_since >= self.fixture_after_s)
+        reference, steady_since, fixture = self._reference, self._steady_since, self._fixture
+        for i, value in enumerate(values):
+            ref = reference[i]
+            tracked = not math.isnan(ref)  # NaN: not above the level at the last frame, untracked
+            changed = tracked and abs(value - ref) > FIXTURE_BAND_C
+            # A change, or a fall to the level, ends a fixture at once; a changed pixel above the level
+            # starts over from its new value, so it is presence on this very frame.
+            if not above[i]:
+                fixture[i] = False
+                reference[i] = math.nan
+            elif changed or not tracked:
+                fixture[i] = fixture[i] and not changed
+                reference[i] = value
+                steady_since[i] = t
+            else:
+                reference[i] = ref + alpha * (value - ref)
+                fixture[i] = fixture[i] or t - steady_since[i] >= self.fixture_after_s
 
     def _learn_background(self, t: float, median: float) -> None:
         assert self._background is not None

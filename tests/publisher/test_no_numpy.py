@@ -21,7 +21,7 @@ import pytest
 
 from appliance.bus.framering import FrameRingReader, ring_path
 from appliance.bus.topics import FrameRingNotice
-from appliance.publisher import remote_video, service
+from appliance.publisher import remote_video
 from appliance.publisher.microphone import FRAME_SAMPLES, SAMPLE_RATE, SimMicrophone, _frame
 from appliance.publisher.remote_video import RING, RING_HEIGHT, RING_WIDTH, RemoteVideo, letterbox
 from appliance.publisher.speaker import NullSpeaker
@@ -244,16 +244,3 @@ def test_the_ring_holds_the_letterboxed_picture(tmp_path: Path) -> None:
     finally:
         reader.close()
         pip.close()
-
-
-# -- the constants the service no longer imports -----------------------------------------------
-
-
-def test_the_service_uses_the_sim_camera_and_sensor_fields_of_view() -> None:
-    # Copied into the publisher because their modules import numpy; they must not drift.
-    from appliance.sim.scenario import CAMERA_HFOV_DEG, CAMERA_VFOV_DEG
-    from appliance.thermal.registers import FOV_DEG
-
-    assert service.CAMERA_HFOV_DEG == CAMERA_HFOV_DEG
-    assert service.CAMERA_VFOV_DEG == CAMERA_VFOV_DEG
-    assert service.THERMAL_FOV_DEG == FOV_DEG

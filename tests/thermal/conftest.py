@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
@@ -42,6 +43,8 @@ def mock_pins() -> Iterator[MockFactory]:
 def make_rig(**options: object) -> Rig:
     clock = ManualClock(100.0)
     scene = StaticScene(22.0, ambient_c=22.0)
+    # An 8x8 array, so that tests set pixels as field_c[row, col]; the fake flattens what field() gives.
+    scene.field_c = np.full((8, 8), 22.0)  # type: ignore[assignment]
     device = FakeAMG8833(scene, clock=clock, **options)  # type: ignore[arg-type]
     return Rig(clock, scene, device, FakeI2C(devices={0x69: device}))
 

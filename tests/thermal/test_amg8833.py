@@ -70,7 +70,8 @@ def test_stuck_frames_raise_and_clear(exact_rig: Any) -> None:
         driver.read_frame()
     exact_rig.device.stuck = False
     exact_rig.frames(1)
-    assert driver.read_frame().shape == (8, 8)
+    frame = driver.read_frame()
+    assert len(frame) == 64 and all(type(v) is float for v in frame)
 
 
 def test_out_of_range_pixels_raise(exact_rig: Any) -> None:
@@ -82,7 +83,7 @@ def test_out_of_range_pixels_raise(exact_rig: Any) -> None:
     assert exact_rig.device.regs[reg.STAT] & reg.STAT_OVF_IRS
     exact_rig.device.out_of_range = False
     exact_rig.frames(1)
-    assert float(driver.read_frame().max()) == 22.0
+    assert max(driver.read_frame()) == 22.0
 
 
 def test_implausible_thermistor_raises(exact_rig: Any) -> None:

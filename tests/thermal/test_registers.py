@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from appliance.thermal import registers as reg
@@ -48,28 +47,41 @@ def test_interrupt_table_to_mask() -> None:
     table = bytes([0b0000_0001, 0, 0b0000_0100, 0, 0, 0, 0, 0b1000_0000])
     mask = reg.decode_interrupt_table(table)
     assert mask == (1 << 0) | (1 << 18) | (1 << 63)
-    grid = reg.mask_to_grid(mask)
-    assert grid[0, 0] and grid[2, 2] and grid[7, 7] and grid.sum() == 3
+    grid = reg.mask_to_grid(mask)  # 64, row-major
+    assert grid[0] and grid[2 * 8 + 2] and grid[63] and sum(grid) == 3
     assert reg.grid_to_mask(grid) == mask
+    rows = [grid[r * 8 : r * 8 + 8] for r in range(8)]
+    assert reg.grid_to_mask(rows) == mask  # 8 rows of 8 are the same grid
+    with pytest.raises(ValueError):
+        reg.grid_to_mask(grid[:63])
     assert reg.encode_interrupt_table(mask) == table
     with pytest.raises(ValueError):
         reg.decode_interrupt_table(b"\x00" * 7)
 
 
 def test_pixel_block_round_trip() -> None:
-    grid = np.arange(64, dtype=np.float64).reshape(8, 8) * 0.25 - 4.0
+    grid = [i * 0.25 - 4.0 for i in range(64)]
     data = reg.encode_pixels(grid)
     assert len(data) == 128
     assert data[0:2] == bytes([0xF0, 0x0F])  # pixel 1 = -4.0 °C = 0xFF0, low byte first
-    np.testing.assert_array_equal(reg.decode_pixels(data), grid.astype(np.float32))
+    assert reg.decode_pixels(data) == grid
+    assert reg.encode_pixels([grid[r * 8 : r * 8 + 8] for r in range(8)]) == data  # or as 8 rows
+    with pytest.raises(ValueError):
+        reg.encode_pixels(grid[:60])
+
+
+def test_pixel_encoding_rounds_half_to_even_and_saturates() -> None:
+    # Exactly between two 0.25 °C steps the ADC model rounds to the even count, as numpy's rint did.
+    values = [0.125, 0.375, -0.125, 1000.0, -1000.0] + [0.0] * 59
+    assert reg.decode_pixels(reg.encode_pixels(values))[:5] == [0.0, 0.5, -0.0, 511.75, -512.0]
 
 
 def test_register_order_is_image_rotated_180() -> None:
     # Pixel 1 (register index 0) is the bottom-right of the image; pixel 64 the top-left.
-    registers = np.zeros((8, 8))
-    registers[0, 0] = 1.0
-    registers[7, 6] = 2.0
+    registers = [0.0] * 64  # row-major
+    registers[0 * 8 + 0] = 1.0
+    registers[7 * 8 + 6] = 2.0
     image = reg.register_to_image(registers)
-    assert image[7, 7] == 1.0
-    assert image[0, 1] == 2.0
-    np.testing.assert_array_equal(reg.image_to_register(image), registers)
+    assert image[7 * 8 + 7] == 1.0
+    assert image[0 * 8 + 1] == 2.0
+    assert reg.image_to_register(image) == registers
