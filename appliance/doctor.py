@@ -405,9 +405,24 @@ async def check_bus(path: Path, timeout: float = 3.0, echoes: int = 3) -> CheckR
 # --- systemd units --------------------------------------------------------------------------
 
 
+# Services started by their socket on the first connection: inactive is their normal state
+# while the socket listens (the setup page's daemon also exits again when unused).
+SOCKETS = {
+    "appliance-bus.service": "appliance-bus.socket",
+    "appliance-setup.service": "appliance-setup.socket",
+}
+
+
 def appliance_units() -> list[str]:
-    """The units of a kiosk: the bus socket, then a service per daemon in start order."""
-    return ["appliance-bus.socket", *(f"appliance-{d}.service" for d in daemons.START_ORDER)]
+    """The units of a kiosk: a service per daemon in start order, each socket-activated one
+    after its socket."""
+    units = []
+    for daemon in daemons.START_ORDER:
+        service = f"appliance-{daemon}.service"
+        if service in SOCKETS:
+            units.append(SOCKETS[service])
+        units.append(service)
+    return units
 
 
 def recovery_unit(unit: str) -> str:
@@ -470,8 +485,8 @@ def _unit_state(unit: str, props: Mapping[str, str], *, in_build: bool, socket_a
         return _fail(name, f"failed ({sub}): {logs}, then systemctl restart {unit}")
     if active in ("activating", "reloading", "deactivating"):
         return _warn(name, f"{active} ({sub}); if it stays so: {logs}")
-    if unit == "appliance-bus.service" and socket_active:
-        return _ok(name, "inactive; appliance-bus.socket starts it on the first connection")
+    if unit in SOCKETS and socket_active:
+        return _ok(name, f"inactive; {SOCKETS[unit]} starts it on the first connection")
     return _fail(name, f"{active or 'unknown'} ({sub}): systemctl start {unit}; if it stops again: {logs}")
 
 
@@ -500,6 +515,8 @@ def check_units(
     names = list(units) if units is not None else appliance_units()
     built = set(in_build) if in_build is not None else set(daemons.available())
     recoveries = [recovery_unit(u) for u in names if u.endswith(".service")]
+    # A socket-activated service's state is read with its socket's, asked for or not.
+    sockets = [SOCKETS[u] for u in names if u in SOCKETS and SOCKETS[u] not in names]
     # `is-active` cannot tell a stopped unit from one that is not installed; `show` can.
     try:
         out = subprocess.run(
@@ -510,6 +527,7 @@ def check_units(
                 "--",
                 *names,
                 *recoveries,
+                *sockets,
             ],
             capture_output=True,
             text=True,
@@ -521,12 +539,12 @@ def check_units(
     states = _parse_show(out.stdout)
     if all(states.get(u, {}).get("LoadState", "not-found") == "not-found" for u in names):
         return [_warn("units", "no appliance units installed here (a development machine?)")]
-    socket_active = states.get("appliance-bus.socket", {}).get("ActiveState") == "active"
     results = []
     for unit in names:
         daemon = unit.removeprefix("appliance-").rsplit(".", 1)[0]
         props = states.get(unit, {"LoadState": "not-found"})
         recovery = states.get(recovery_unit(unit))
+        socket_active = states.get(SOCKETS.get(unit, ""), {}).get("ActiveState") == "active"
         results.append(
             unit_result(unit, props, in_build=daemon in built, socket_active=socket_active, recovery=recovery)
         )

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -318,42 +317,48 @@ def test_camera_v4l2(host: Host) -> None:
 # --- systemd units --------------------------------------------------------------------------
 
 
+FAKE_SYSTEMCTL = """\
+#!{python}
+import sys
+table = {table!r}
+units = sys.argv[sys.argv.index("--") + 1:]
+blocks = []
+for unit in units:
+    # A template's instances load on demand: one never started shows as loaded, inactive.
+    default = ("loaded", "inactive", "dead") if "@" in unit else ("not-found", "inactive", "dead")
+    load, active, sub, *restarts = table.get(unit, default)
+    blocks.append(
+        f"Id={{unit}}\\nLoadState={{load}}\\nActiveState={{active}}\\nSubState={{sub}}"
+        f"\\nNRestarts={{restarts[0] if restarts else 0}}"
+    )
+print("\\n\\n".join(blocks))
+"""
+
+
+def make_systemctl(path: Path, table: dict[str, tuple[str, ...]]) -> Path:
+    """A systemctl that answers `show` from a table, as the real one prints it."""
+    path.write_text(FAKE_SYSTEMCTL.format(python=sys.executable, table=table))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture
 def fake_systemctl(tmp_path: Path) -> Iterator[Path]:
-    """A systemctl that answers `show` from a table, as the real one prints it."""
-    script = tmp_path / "systemctl"
-    script.write_text(
-        textwrap.dedent(
-            f"""\
-            #!{sys.executable}
-            import sys
-            table = {{
-                "appliance-bus.socket": ("loaded", "active", "listening"),
-                "appliance-bus.service": ("loaded", "inactive", "dead"),
-                "appliance-thermal.service": ("loaded", "active", "running"),
-                "appliance-camera.service": ("loaded", "failed", "failed"),
-                "appliance-screening.service": ("loaded", "activating", "auto-restart"),
-                "appliance-screen.service": ("loaded", "active", "running", "3"),
-                "appliance-setup.service": ("loaded", "failed", "failed"),
-                # A template's instances load on demand: one never started shows as loaded, inactive.
-                "appliance-recover@appliance-camera.service.service": ("loaded", "activating", "start-pre"),
-                "appliance-recover@appliance-setup.service.service": ("loaded", "failed", "failed"),
-            }}
-            units = sys.argv[sys.argv.index("--") + 1:]
-            blocks = []
-            for unit in units:
-                default = ("loaded", "inactive", "dead") if "@" in unit else ("not-found", "inactive", "dead")
-                load, active, sub, *restarts = table.get(unit, default)
-                blocks.append(
-                    f"Id={{unit}}\\nLoadState={{load}}\\nActiveState={{active}}\\nSubState={{sub}}"
-                    f"\\nNRestarts={{restarts[0] if restarts else 0}}"
-                )
-            print("\\n\\n".join(blocks))
-            """
-        )
+    yield make_systemctl(
+        tmp_path / "systemctl",
+        {
+            "appliance-bus.socket": ("loaded", "active", "listening"),
+            "appliance-bus.service": ("loaded", "inactive", "dead"),
+            "appliance-thermal.service": ("loaded", "active", "running"),
+            "appliance-camera.service": ("loaded", "failed", "failed"),
+            "appliance-screening.service": ("loaded", "activating", "auto-restart"),
+            "appliance-screen.service": ("loaded", "active", "running", "3"),
+            "appliance-setup.socket": ("loaded", "active", "listening"),
+            "appliance-setup.service": ("loaded", "failed", "failed"),
+            "appliance-recover@appliance-camera.service.service": ("loaded", "activating", "start-pre"),
+            "appliance-recover@appliance-setup.service.service": ("loaded", "failed", "failed"),
+        },
     )
-    script.chmod(0o755)
-    yield script
 
 
 def test_units_skipped_without_systemd(host: Host) -> None:
@@ -389,6 +394,36 @@ def test_units_from_systemctl(tmp_path: Path, fake_systemctl: Path) -> None:
     assert "recovery failed" in setup[1]
     assert "journalctl -u appliance-recover@appliance-setup.service.service" in setup[1]
     assert got["appliance-publisher.service"][0] is Status.SKIP  # not part of this build, not installed
+
+
+@pytest.mark.parametrize(
+    ("socket", "expected"),
+    [(("loaded", "active", "listening"), Status.OK), (("loaded", "failed", "failed"), Status.FAIL)],
+)
+def test_the_setup_page_waits_on_its_socket(
+    tmp_path: Path, socket: tuple[str, ...], expected: Status
+) -> None:
+    """The setup daemon is socket-activated: inactive is its normal state while its socket
+    listens, and a failure when nothing listens for the technician."""
+    (tmp_path / "systemd").mkdir()
+    systemctl = make_systemctl(
+        tmp_path / "systemctl",
+        {"appliance-setup.socket": socket, "appliance-setup.service": ("loaded", "inactive", "dead")},
+    )
+    results = doctor.check_units(
+        ["appliance-setup.service"],  # its socket is read with it
+        systemctl=str(systemctl),
+        systemd_run=tmp_path / "systemd",
+        in_build=["setup"],
+    )
+    got = {r.name.removeprefix("unit "): r for r in results}
+    assert got["appliance-setup.service"].status is expected
+    if expected is Status.OK:
+        assert (
+            "appliance-setup.socket starts it on the first connection"
+            in got["appliance-setup.service"].detail
+        )
+    assert "appliance-setup.socket" in doctor.appliance_units()
 
 
 def test_a_unit_of_this_build_not_installed_fails(tmp_path: Path, fake_systemctl: Path) -> None:
