@@ -215,12 +215,16 @@ class NetViewer:
             await asyncio.sleep(REPORT_S)
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m appliance.bench.netviewer")
     parser.add_argument("--base", required=True, help="the room service, http://host:port")
     parser.add_argument("--invite", required=True, help="the invite token of a viewer link")
     parser.add_argument("--name", default="net-viewer")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(NetViewer(args.base, args.invite, args.name).run())
     return 0

@@ -329,14 +329,19 @@ class RoomConnection:
             await self._bus.close()
 
 
+def viewer_argv(invite: str) -> list[str]:
+    # --name=value: an invite token (URL-safe base64) may begin with "-", which argparse would
+    # take for an option if it came as a word of its own.
+    return [sys.executable, "-m", "appliance.bench.netviewer", f"--base={ROOM_URL}", f"--invite={invite}"]
+
+
 class ViewerProcess:
     """appliance.bench.netviewer in the room's namespace; its records as they come."""
 
     def __init__(self, pair: NamespacePair, invite: str) -> None:
         self.records: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
-        argv = [sys.executable, "-m", "appliance.bench.netviewer", "--base", ROOM_URL, "--invite", invite]
-        self.child = Child("viewer", pair.exec_argv(pair.room, argv), child_env(), self._line)
+        self.child = Child("viewer", pair.exec_argv(pair.room, viewer_argv(invite)), child_env(), self._line)
 
     def _line(self, line: str, _t: float) -> None:
         if not line.startswith("{"):
