@@ -117,6 +117,17 @@ def watchdog_interval() -> float | None:
         return None
 
 
+def listen_fds() -> list[int]:
+    """The fds systemd passed (sd_listen_fds: LISTEN_FDS, LISTEN_PID, from fd 3 on), the
+    environment unset so that nothing this daemon starts (systemctl, journalctl) takes them
+    for its own."""
+    fds = list(sd_daemon.listen_fds(unset_environment=True))
+    # sd_listen_fds unsets the C environment; os.environ, which subprocess hands on, is a copy.
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return fds
+
+
 class Runtime:
     def __init__(self, name: str, config: AppConfig) -> None:
         self.name = name

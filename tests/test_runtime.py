@@ -343,3 +343,56 @@ def test_a_stuck_worker_thread_does_not_hold_the_daemon_after_sigterm(
     )
     assert done.returncode == 0, done.stderr
     assert "still running" in done.stderr
+
+
+LISTEN_FDS_DAEMON = """
+import ctypes, json, os, socket, subprocess, sys
+from appliance.runtime import listen_fds
+
+fds = listen_fds()
+sock = socket.socket(fileno=fds[0]) if fds else None
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+names = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+child = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+print(json.dumps({
+    "fds": fds,
+    "listening": bool(sock and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)),
+    "port": sock.getsockname()[1] if sock else None,
+    "os_environ": [n for n in names if n in os.environ],
+    "c_environ": [n for n in names if libc.getenv(n.encode())],
+    "child": [n for n in names if any(line.startswith(n + "=") for line in child.splitlines())],
+}))
+"""
+
+
+def test_listen_fds_takes_the_passed_socket_and_hides_it_from_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sd_listen_fds protocol as systemd (and the demo) speak it: a listening socket on
+    fd 3, LISTEN_FDS=1, LISTEN_PID the daemon's own pid. listen_fds() returns [3] and unsets
+    LISTEN_* in the C environment and in os.environ, so nothing the daemon starts inherits it."""
+    import json
+    import subprocess
+    import sys
+
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        fd = sock.fileno()
+        done = subprocess.run(
+            ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', sys.executable, "-c", LISTEN_FDS_DAEMON],
+            env={**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "test"},
+            pass_fds=(fd, 3),  # close_fds runs after preexec_fn: keep the dup2 target
+            preexec_fn=lambda: os.dup2(fd, 3),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout)
+        assert seen["fds"] == [3]
+        assert seen["listening"] and seen["port"] == sock.getsockname()[1]
+        assert seen["os_environ"] == [] and seen["c_environ"] == [] and seen["child"] == []

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bench.measure import cpu_seconds
+from appliance.demo.supervisor import SOCKET_ACTIVATED
 
 ROOM = "room"
 STARTUP_TIMEOUT_S = 120.0
@@ -327,8 +328,6 @@ class Demo:
         self.viewer_link: str | None = None
         self.kiosk_line: str | None = None
         self.setup_url: str | None = None
-        # Daemons the demo starts on a first connection: not READY at the start.
-        self.on_demand: set[str] = set()
         self.ready: set[str] = set()
         self.log_tail: list[str] = []
         self.incidents: list[str] = []
@@ -362,6 +361,11 @@ class Demo:
             asyncio.ensure_future(self._read(self.proc.stderr)),
         ]
 
+    @property
+    def on_demand(self) -> set[str]:
+        """Daemons the demo starts on a first connection (socket-activated): not READY at the start."""
+        return set(self.names) & SOCKET_ACTIVATED
+
     async def _read(self, stream: asyncio.StreamReader) -> None:
         while line_b := await stream.readline():
             line = line_b.decode(errors="replace").rstrip()
@@ -372,8 +376,6 @@ class Demo:
                 self.viewer_link = m.group(1)
             elif m := re.search(r"setup page:\s+(http://\S+)", line):
                 self.setup_url = m.group(1)
-                if "first visit" in line:
-                    self.on_demand.add(SETUP)
             elif "kiosk:" in line:
                 self.kiosk_line = line.strip()
             elif m := re.search(r"demo INFO: (\S+) ready in", line):
@@ -384,7 +386,6 @@ class Demo:
     async def wait_started(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         assert self.proc is not None
-        # The setup page's line comes before the kiosk's: on_demand is known by then.
         while not (self.names and self.kiosk_line and self.ready >= set(self.names) - self.on_demand):
             if self.proc.returncode is not None:
                 raise RuntimeError(f"the demo ended early: {self.log_tail[-10:]}")

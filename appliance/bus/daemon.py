@@ -8,10 +8,8 @@ import logging
 import os
 import socket
 
-from systemd import daemon as sd_daemon
-
 from appliance.bus.broker import Broker, group_ids
-from appliance.runtime import Runtime
+from appliance.runtime import Runtime, listen_fds
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +24,7 @@ async def main(rt: Runtime) -> None:
         allowed_gids=gids,
     )
     path = rt.config.bus_socket
-    fds = sd_daemon.listen_fds()
+    fds = listen_fds()
     if fds:
         # Socket activation: systemd owns the listening socket, so clients queue on it while
         # the broker (re)starts and never see the socket file disappear.

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from systemd import daemon as sd_daemon
 
 from appliance.errors import StateError
 
@@ -45,16 +44,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # How often the idle exit looks (at most; half the idle period when that is shorter). The
 # daemon exits up to this much after the idle period: nothing depends on the exact moment.
 IDLE_CHECK_S = 5.0
-
-
-def listen_fds() -> list[int]:
-    """The fds systemd passed (sd_listen_fds), the environment unset so that nothing this
-    daemon starts (systemctl, journalctl) takes them for its own."""
-    fds = list(sd_daemon.listen_fds(unset_environment=True))
-    # sd_listen_fds unsets the C environment; os.environ, which subprocess hands on, is a copy.
-    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    return fds
 
 
 def _close_all(fds: Sequence[int]) -> None:

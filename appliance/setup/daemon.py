@@ -27,7 +27,7 @@ from aiohttp import web
 from appliance.bus.client import Subscription
 from appliance.config import config_path
 from appliance.errors import StateError
-from appliance.runtime import Runtime
+from appliance.runtime import Runtime, listen_fds
 from appliance.setup import activation, live, tls
 from appliance.setup.activation import Activity, Clock, IdleExit
 from appliance.setup.app import make_app
@@ -110,7 +110,7 @@ async def start(
     clock, idle_check_s: the idle exit's monotonic clock and check period (tests)."""
     config = rt.config
     # First: a unit file set up wrong is refused before anything else starts.
-    inherited = activation.inherited_socket(activation.listen_fds() if fds is None else fds)
+    inherited = activation.inherited_socket(listen_fds() if fds is None else fds)
     if inherited is not None:
         rt.stack.callback(inherited.close)  # if the start fails before the server owns it
         host, port = inherited.getsockname()[:2]

@@ -15,7 +15,8 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +24,7 @@ import pytest
 from bus.helpers import BrokerProcess, NotifySocket, daemon_env  # tests/bus, a sibling package
 
 from appliance.errors import StateError
+from appliance.runtime import listen_fds
 from appliance.setup import activation
 from appliance.setup.daemon import SetupServer
 
@@ -80,6 +82,25 @@ async def until(idle: activation.IdleExit, cond: Callable[[], bool]) -> None:
 async def stopped(rig: Rig) -> None:
     async with asyncio.timeout(5):
         await rig.rt.stopping.wait()
+
+
+@dataclass
+class Activated:
+    """The daemon serving on an inherited socket, with an idle exit after 60 s of `clock`."""
+
+    rig: Rig
+    clock: FakeClock
+    port: int  # the inherited socket's
+
+
+@pytest.fixture
+async def activated(run_dir: Path) -> AsyncIterator[Activated]:
+    clock = FakeClock()
+    with listening() as sock:
+        async with running(
+            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
+        ) as rig:
+            yield Activated(rig, clock, port_of(sock))
 
 
 # --- serving on the inherited socket -------------------------------------------------------------
@@ -173,135 +194,114 @@ async def test_an_inherited_unix_socket_or_file_is_refused(run_dir: Path) -> Non
 def test_listen_fds_reads_the_protocol_and_unsets_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LISTEN_FDS", "2")
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
-    assert activation.listen_fds() == [3, 4]
+    assert listen_fds() == [3, 4]
     assert "LISTEN_FDS" not in os.environ and "LISTEN_PID" not in os.environ
     monkeypatch.setenv("LISTEN_FDS", "1")
     monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))  # meant for another process
-    assert activation.listen_fds() == []
+    assert listen_fds() == []
 
 
 # --- idle exit -------------------------------------------------------------------------------------
 
 
-async def test_exits_cleanly_after_the_idle_period(run_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
-    with listening() as sock, caplog.at_level(logging.INFO):
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(rig.url + "/nope", allow_redirects=False) as r,
-            ):
-                assert r.status in (303, 404)  # a refused request counts as activity too
-            clock.now += 59
-            await checks_pass(idle_of(rig.server))
-            assert not rig.rt.stopping.is_set()
-            clock.now += 2
-            await stopped(rig)
-            assert rig.rt.exit_code == 0
-            assert rig.rt._status == "idle for 60 s: exiting; the socket starts it again"
+async def test_exits_cleanly_after_the_idle_period(
+    activated: Activated, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig, clock = activated.rig, activated.clock
+    with caplog.at_level(logging.INFO):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(rig.url + "/nope", allow_redirects=False) as r,
+        ):
+            assert r.status in (303, 404)  # a refused request counts as activity too
+        clock.now += 59
+        await checks_pass(idle_of(rig.server))
+        assert not rig.rt.stopping.is_set()
+        clock.now += 2
+        await stopped(rig)
+        assert rig.rt.exit_code == 0
+        assert rig.rt._status == "idle for 60 s: exiting; the socket starts it again"
     assert any(r.getMessage() == "idle for 60 s: exiting; the socket starts it again" for r in caplog.records)
 
 
-async def test_a_request_restarts_the_idle_period(run_dir: Path) -> None:
-    clock = FakeClock()
-    with listening() as sock:
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            clock.now += 50
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(rig.url + "/login", allow_redirects=False) as r,
-            ):
-                assert r.status == 303
-            clock.now += 50  # 100 s since the start, 50 since the request
-            await checks_pass(idle_of(rig.server))
-            assert not rig.rt.stopping.is_set()
-            clock.now += 11
-            await stopped(rig)
+async def test_a_request_restarts_the_idle_period(activated: Activated) -> None:
+    rig, clock = activated.rig, activated.clock
+    clock.now += 50
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(rig.url + "/login", allow_redirects=False) as r,
+    ):
+        assert r.status == 303
+    clock.now += 50  # 100 s since the start, 50 since the request
+    await checks_pass(idle_of(rig.server))
+    assert not rig.rt.stopping.is_set()
+    clock.now += 11
+    await stopped(rig)
 
 
-async def test_no_idle_exit_while_a_live_page_is_open(run_dir: Path) -> None:
-    clock = FakeClock()
-    with listening() as sock:
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            web = Web(rig.url)
-            try:
-                await first_use(rig, web)
-                ws = await web.session.ws_connect(rig.url + "/ws", headers={"Origin": rig.url})
-                assert json.loads((await ws.receive(timeout=5)).data)["type"] == "status"
-                clock.now += 3600
-                await checks_pass(idle_of(rig.server))
-                assert not rig.rt.stopping.is_set()
-                await ws.close()
-                await until(idle_of(rig.server), lambda: not rig.server.ctx.sockets)
-                clock.now += 61  # the closing counts as the end of a request
-                await stopped(rig)
-            finally:
-                await web.close()
+async def test_no_idle_exit_while_a_live_page_is_open(activated: Activated) -> None:
+    rig, clock = activated.rig, activated.clock
+    web = Web(rig.url)
+    try:
+        await first_use(rig, web)
+        ws = await web.session.ws_connect(rig.url + "/ws", headers={"Origin": rig.url})
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "status"
+        clock.now += 3600
+        await checks_pass(idle_of(rig.server))
+        assert not rig.rt.stopping.is_set()
+        await ws.close()
+        await until(idle_of(rig.server), lambda: not rig.server.ctx.sockets)
+        clock.now += 61  # the closing counts as the end of a request
+        await stopped(rig)
+    finally:
+        await web.close()
 
 
-async def test_no_idle_exit_while_a_request_is_in_flight(run_dir: Path) -> None:
-    clock = FakeClock()
-    with listening() as sock:
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            # A login whose body never comes: the request stays in flight, reading it.
-            _, writer = await asyncio.open_connection("127.0.0.1", port_of(sock))
-            writer.write(
-                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                b"Content-Length: 100\r\n\r\ncsrf="
-            )
-            await writer.drain()
-            await until(idle_of(rig.server), lambda: rig.server.ctx.activity.in_flight > 0)
-            clock.now += 3600
-            await checks_pass(idle_of(rig.server))
-            assert not rig.rt.stopping.is_set()
-            writer.close()
-            await writer.wait_closed()
-            await until(idle_of(rig.server), lambda: rig.server.ctx.activity.in_flight == 0)
-            clock.now += 61
-            await stopped(rig)
+async def test_no_idle_exit_while_a_request_is_in_flight(activated: Activated) -> None:
+    rig, clock = activated.rig, activated.clock
+    # A login whose body never comes: the request stays in flight, reading it.
+    _, writer = await asyncio.open_connection("127.0.0.1", activated.port)
+    writer.write(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\ncsrf="
+    )
+    await writer.drain()
+    await until(idle_of(rig.server), lambda: rig.server.ctx.activity.in_flight > 0)
+    clock.now += 3600
+    await checks_pass(idle_of(rig.server))
+    assert not rig.rt.stopping.is_set()
+    writer.close()
+    await writer.wait_closed()
+    await until(idle_of(rig.server), lambda: rig.server.ctx.activity.in_flight == 0)
+    clock.now += 61
+    await stopped(rig)
 
 
-async def test_no_idle_exit_while_a_setup_code_is_on_the_screen(run_dir: Path) -> None:
+async def test_no_idle_exit_while_a_setup_code_is_on_the_screen(activated: Activated) -> None:
     """The code lives only in this process: exiting would leave the screen showing a code
     that no longer works."""
-    clock = FakeClock()
-    with listening() as sock:
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            rig.server.ctx.codes.clock = clock
-            rig.server.ctx.codes.issue()
-            clock.now += 120
-            await checks_pass(idle_of(rig.server))
-            assert not rig.rt.stopping.is_set()
-            clock.now += 600  # the code has expired
-            await stopped(rig)
+    rig, clock = activated.rig, activated.clock
+    rig.server.ctx.codes.clock = clock
+    rig.server.ctx.codes.issue()
+    clock.now += 120
+    await checks_pass(idle_of(rig.server))
+    assert not rig.rt.stopping.is_set()
+    clock.now += 600  # the code has expired
+    await stopped(rig)
 
 
-async def test_no_idle_exit_while_login_failures_are_being_counted(run_dir: Path) -> None:
+async def test_no_idle_exit_while_login_failures_are_being_counted(activated: Activated) -> None:
     """The rate limit's counts live only in this process: exiting would give a guesser a fresh
     allowance each idle period."""
-    clock = FakeClock()
-    with listening() as sock:
-        async with running(
-            run_dir, extra=IDLE, fds=[os.dup(sock.fileno())], clock=clock, idle_check_s=IDLE_CHECK_S
-        ) as rig:
-            limiter = rig.server.ctx.limiter
-            limiter.clock = clock
-            limiter.failed("10.0.0.9")
-            clock.now += 120
-            await checks_pass(idle_of(rig.server))
-            assert not rig.rt.stopping.is_set()
-            clock.now += limiter.window_s
-            await stopped(rig)
+    rig, clock = activated.rig, activated.clock
+    limiter = rig.server.ctx.limiter
+    limiter.clock = clock
+    limiter.failed("10.0.0.9")
+    clock.now += 120
+    await checks_pass(idle_of(rig.server))
+    assert not rig.rt.stopping.is_set()
+    clock.now += limiter.window_s
+    await stopped(rig)
 
 
 async def test_no_idle_exit_when_it_bound_its_own_port(run_dir: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from thermal_toml import config_toml  # tests/thermal/thermal_toml.py
 
 from appliance.bus.broker import Broker
 from appliance.bus.client import BusClient, Received
@@ -68,30 +69,6 @@ temperature = 22.0
 drift_per_hour = 0.0
 gradient = 0.5
 {extra}
-"""
-
-
-def config_toml(run_dir: Path, scenario: Path, **thermal: object) -> str:
-    values = {"backend": '"sim"', "warmup_s": 0.5, "idle_after_s": 1.0, "idle_fps": 1}
-    values.update({k: repr(v).lower() if isinstance(v, bool) else v for k, v in thermal.items()})
-    lines = "\n".join(f"{k} = {v}" for k, v in values.items())
-    return f"""
-[paths]
-state_dir = "{run_dir}"
-run_dir = "{run_dir}"
-
-[bus]
-allowed_groups = []
-
-[thermal]
-{lines}
-
-[gpio]
-pin_factory = "mock"
-
-[sim]
-scenario = "{scenario}"
-seed = 5
 """
 
 

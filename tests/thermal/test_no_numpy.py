@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from thermal_toml import config_toml  # tests/thermal/thermal_toml.py
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,32 +46,9 @@ def test_importing_the_thermal_daemon_does_not_import_numpy() -> None:
     )
 
 
-def config_toml(run_dir: Path, backend: str) -> str:
-    return f"""
-[paths]
-state_dir = "{run_dir}"
-run_dir = "{run_dir}"
-
-[bus]
-allowed_groups = []
-
-[thermal]
-backend = "{backend}"
-warmup_s = 0.0
-idle_fps = 10
-
-[gpio]
-pin_factory = "mock"
-
-[sim]
-scenario = "demo"
-seed = 5
-"""
-
-
 def test_sampling_the_simulated_sensor_does_not_import_numpy(tmp_path: Path) -> None:
     config = tmp_path / "appliance.toml"
-    config.write_text(config_toml(tmp_path, "sim"))
+    config.write_text(config_toml(tmp_path, "demo", base={}, backend='"sim"', warmup_s=0.0, idle_fps=10))
     script = f"""
         import asyncio
         from appliance.config import load_config
@@ -117,7 +96,7 @@ def test_sampling_the_simulated_sensor_does_not_import_numpy(tmp_path: Path) -> 
 def test_the_real_backend_and_the_recorder_do_not_import_numpy(tmp_path: Path) -> None:
     """The amg8833 backend up to the bus (there is no chip here), and the recorder's file format."""
     config = tmp_path / "appliance.toml"
-    config.write_text(config_toml(tmp_path, "amg8833"))
+    config.write_text(config_toml(tmp_path, "demo", base={}, backend='"amg8833"', warmup_s=0.0, idle_fps=10))
     out = tmp_path / "rec.jsonl"
     script = f"""
         import io
