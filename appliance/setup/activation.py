@@ -11,8 +11,10 @@ start, so a late start loses nothing.
 
 Some state lives only in this process, and the daemon stays up while it matters: a setup code
 shown on the kiosk's screen (it would stop working), and login failures still counted by the
-rate limit (a guesser would get a fresh allowance each idle period). Sessions are not held:
-after the idle exit the technician logs in again.
+rate limit (a guesser would get a fresh allowance each idle period). Logins do not hold it:
+at stop the authenticated sessions and known devices are written to the state directory
+(hashes only) and the next start of the same boot reads them back (sessionstore.py), so a
+technician who paused is still logged in.
 
 A daemon that bound setup.port itself never exits: nobody would be listening after it.
 """

@@ -12,7 +12,9 @@
   shown (the code's expiry on the screen) or stored (the password's set_at).
 - Sessions: a random token in an HttpOnly, SameSite=Strict cookie; the server keeps only its
   SHA-256. Each session carries its own CSRF token. Logging in makes a new session (no
-  fixation); changing the password ends every session.
+  fixation); changing the password ends every session. Authenticated sessions and known devices
+  outlive the daemon's idle exit within one boot (sessionstore.py: hashes only, via to_dict and
+  load_dict here).
 - Failed logins and code tries are rate-limited per client and overall. A client is its
   address, an IPv6 one its /64 (appliance.clientkey): an IPv6 host owns the whole /64 and could try
   from a fresh address each time. The overall cap bounds guessing from many addresses, and so
@@ -29,13 +31,15 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from appliance.atomic import atomic_write
 from appliance.errors import StateError
@@ -143,6 +147,15 @@ class PasswordStore:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def fingerprint(self) -> str | None:
+        """A digest of the stored hash and salt, None without a password; StateError if the file
+        is unreadable. Saved sessions carry it (sessionstore.py), so sessions logged in under
+        another password, one set or reset while the daemon was stopped, are not brought back."""
+        record = self._load()
+        if record is None:
+            return None
+        return hashlib.sha256(json.dumps([record.get("salt"), record.get("hash")]).encode()).hexdigest()
 
 
 # --- the first-use code -------------------------------------------------------------------------
@@ -264,10 +277,38 @@ class RateLimiter:
         return bool(self._all)
 
 
+# --- plain data for sessionstore.py ----------------------------------------------------------------
+
+
+def _entries(data: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    """data[name] as a list of objects; ValueError otherwise (a damaged file)."""
+    entries = data.get(name)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{name!r} is not a list of objects")
+    return entries
+
+
+def _digest(value: object) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError("a hash is not 64 lowercase hex digits")
+    return value
+
+
+def _stamp(value: object, now: float) -> float:
+    """A monotonic stamp of this boot: a finite number not after now. A later one cannot come
+    from this boot's clock, so the file is not what it says it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("a time stamp is not a number")
+    if value > now:
+        raise ValueError("a time stamp is in the future")
+    return float(value)
+
+
 class KnownDevices:
     """Browsers that logged in here: a random token in a long-lived HttpOnly cookie, the
     server keeping only its SHA-256. Only for the rate limit (RateLimiter's `known`): the
-    token lets no one in. In memory, as the limiter's counts are: a restart forgets both."""
+    token lets no one in. In memory, kept over the idle exit within one boot (to_dict,
+    load_dict, sessionstore.py); a reboot forgets them."""
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.clock = clock
@@ -297,6 +338,32 @@ class KnownDevices:
             return None
         return f"device:{digest[:16]}"
 
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        """The unexpired devices as plain data, oldest first: hashes, never a token."""
+        now = self.clock()
+        return {
+            "devices": [
+                {"hash": digest, "issued": issued}
+                for digest, issued in self._issued.items()
+                if now - issued <= DEVICE_TTL_S
+            ]
+        }
+
+    def load_dict(self, data: Mapping[str, Any]) -> int:
+        """Add the devices of to_dict's data that have not expired by now; how many. ValueError
+        for damaged data, before anything is added. The stamps must be on this clock (the same
+        boot's monotonic clock: sessionstore.py checks the boot)."""
+        now = self.clock()
+        loaded = [(_digest(e.get("hash")), _stamp(e.get("issued"), now)) for e in _entries(data, "devices")]
+        added = 0
+        for digest, issued in loaded:
+            if now - issued <= DEVICE_TTL_S:
+                self._issued[digest] = issued
+                added += 1
+        while len(self._issued) > MAX_DEVICES:
+            self._issued.popitem(last=False)
+        return added
+
     def forget_all(self) -> None:
         """A new password: a browser known under the old one (perhaps the reason for the change)
         is not spared the overall cap any more."""
@@ -315,7 +382,8 @@ class Session:
 
 
 class Sessions:
-    """Server-side sessions keyed by the SHA-256 of the cookie's token."""
+    """Server-side sessions keyed by the SHA-256 of the cookie's token. The authenticated ones
+    are kept over the idle exit within one boot (to_dict, load_dict, sessionstore.py)."""
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.clock = clock
@@ -348,7 +416,7 @@ class Sessions:
         if session is None:
             return None
         now = self.clock()
-        if now - session.seen > SESSION_IDLE_S or now - session.created > SESSION_MAX_S:
+        if _expired(session, now):
             del self._by_hash[key]
             return None
         if touch:
@@ -365,6 +433,46 @@ class Sessions:
 
     def __len__(self) -> int:
         return len(self._by_hash)
+
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        """The live authenticated sessions as plain data, least recently used first: the hash,
+        never the token. A visitor's unauthenticated session is not worth keeping: its next
+        request makes a new one."""
+        now = self.clock()
+        return {
+            "sessions": [
+                {"hash": key, "csrf": s.csrf, "created": s.created, "seen": s.seen}
+                for key, s in self._by_hash.items()
+                if s.authenticated and not _expired(s, now)
+            ]
+        }
+
+    def load_dict(self, data: Mapping[str, Any]) -> int:
+        """Add to_dict's sessions, authenticated, that have not expired by now (the rules of
+        get); how many. ValueError for damaged data, before anything is added. The stamps must
+        be on this clock (the same boot's monotonic clock: sessionstore.py checks the boot)."""
+        now = self.clock()
+        loaded: list[tuple[str, Session]] = []
+        for e in _entries(data, "sessions"):
+            csrf = e.get("csrf")
+            if not isinstance(csrf, str) or not 16 <= len(csrf) <= 128:
+                raise ValueError("a session's CSRF token is not a token")
+            created, seen = _stamp(e.get("created"), now), _stamp(e.get("seen"), now)
+            if seen < created:
+                raise ValueError("a session was seen before it was made")
+            loaded.append((_digest(e.get("hash")), Session(csrf, created, seen, authenticated=True)))
+        added = 0
+        for key, session in loaded:
+            if not _expired(session, now):
+                self._by_hash[key] = session
+                added += 1
+        while len(self._by_hash) > MAX_SESSIONS:
+            del self._by_hash[next(iter(self._by_hash))]
+        return added
+
+
+def _expired(session: Session, now: float) -> bool:
+    return now - session.seen > SESSION_IDLE_S or now - session.created > SESSION_MAX_S
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:

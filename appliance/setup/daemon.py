@@ -28,7 +28,7 @@ from appliance.bus.client import Subscription
 from appliance.config import config_path
 from appliance.errors import StateError
 from appliance.runtime import Runtime, listen_fds
-from appliance.setup import activation, live, tls
+from appliance.setup import activation, live, sessionstore, tls
 from appliance.setup.activation import Activity, Clock, IdleExit
 from appliance.setup.app import make_app
 from appliance.setup.context import Context
@@ -68,6 +68,28 @@ async def _follow_clock(ctx: Context) -> None:
         await asyncio.sleep(CODE_CLOCK_CHECK_S)
         if ctx.republish_code_if_clock_jumped():
             log.info("the wall clock was set: the setup code's expiry was sent to the screen again")
+
+
+def _restore_logins(ctx: Context) -> None:
+    """At start, before serving: the logins the last stop of this boot kept (sessionstore.py).
+    In the loop's thread, as _keep_logins: a small file, read before any request comes."""
+    try:
+        password = ctx.store.fingerprint()
+    except StateError:
+        password = None  # the page stays locked (logged at start): no login comes back
+    sessionstore.load(ctx.config.paths.state_dir, ctx.sessions, ctx.devices, password=password)
+
+
+def _keep_logins(ctx: Context) -> None:
+    """At stop (the idle exit, a clean stop), after the server stopped taking requests: the
+    logins, for the next start of this boot. In the loop's thread: nothing else runs any more,
+    and no login can change them between reading and writing. A failure costs only the logins."""
+    try:
+        sessionstore.save(
+            ctx.config.paths.state_dir, ctx.sessions, ctx.devices, password=ctx.store.fingerprint()
+        )
+    except (OSError, StateError) as exc:
+        log.warning("the setup logins were not kept for the next start: %s", exc)
 
 
 async def _close_sockets(ctx: Context) -> None:
@@ -147,6 +169,9 @@ async def start(
         # The page stays locked and says why; the daemon still runs to show it.
         log.error("%s", exc)
     ctx.publish_code()  # clears a code a previous run left on the screen
+    _restore_logins(ctx)
+    # Pushed before the runner's cleanup, so run after it (the stack unwinds in reverse).
+    rt.stack.callback(_keep_logins, ctx)
     for topic in live.TOPICS:
         frames = topic == "thermal.frame"
         sub = bus.subscribe(topic, maxsize=4 if frames else 256)

@@ -28,7 +28,7 @@ from appliance.runtime import listen_fds
 from appliance.setup import activation
 from appliance.setup.daemon import SetupServer
 
-from .conftest import Rig, Web, first_use, free_port, running
+from .conftest import Rig, Web, csrf_of, first_use, free_port, running
 
 IDLE_CHECK_S = 0.01
 IDLE = "idle_exit_s = 60"
@@ -302,6 +302,38 @@ async def test_no_idle_exit_while_login_failures_are_being_counted(activated: Ac
     assert not rig.rt.stopping.is_set()
     clock.now += limiter.window_s
     await stopped(rig)
+
+
+async def test_a_login_outlives_the_idle_exit(run_dir: Path) -> None:
+    """Sessions and known devices are written at the idle exit and read back by the next
+    start (same boot): the technician who paused is still logged in, with the same cookie."""
+    clock = FakeClock()
+    with listening() as sock:
+        start = {"extra": IDLE, "clock": clock, "idle_check_s": IDLE_CHECK_S}
+        web: Web | None = None
+        try:
+            async with running(run_dir, fds=[os.dup(sock.fileno())], **start) as rig:
+                web = Web(rig.url)
+                await first_use(rig, web)
+                status, html, _ = await web.get("/status")
+                assert status == 200
+                cookies = {c.key: c.value for c in web.session.cookie_jar}
+                clock.now += 61
+                await stopped(rig)
+                assert rig.rt.exit_code == 0
+            store = rig.state_dir / "setup-sessions.json"
+            text = store.read_text()
+            assert cookies["appliance_setup"] not in text and cookies["appliance_device"] not in text
+            async with running(run_dir, fds=[os.dup(sock.fileno())], **start) as again:
+                assert again.url == rig.url
+                assert not store.exists(), "read once, then deleted"
+                status, html_again, _ = await web.get("/status")
+                assert status == 200, "still logged in"
+                assert csrf_of(html_again) == csrf_of(html), "the same session"
+                assert again.server.ctx.devices.key(cookies["appliance_device"]) is not None
+        finally:
+            if web is not None:
+                await web.close()
 
 
 async def test_no_idle_exit_when_it_bound_its_own_port(run_dir: Path) -> None:
