@@ -386,6 +386,12 @@ class Call:
             self._join(viewer, msg)
         elif isinstance(msg, channels.Ack):
             viewer.cursor.ack(msg.seq)
+        elif not viewer.joined and isinstance(msg, channels.AckAlert | channels.Say | channels.TalkRequest):
+            # These act under the viewer's name (an alert's acknowledgement is a record people
+            # rely on; the floor and chat lines are shown to everyone by name): join first, not
+            # the fallback label. A release (talk false) has no floor to release: ignored.
+            if not isinstance(msg, channels.TalkRequest) or msg.active:
+                self._problem(viewer, "not-allowed", "send join first", protocol.message_type(data))
         elif isinstance(msg, channels.AckAlert):
             self._ack_alert(viewer, msg.seq)
         elif isinstance(msg, channels.Say):

@@ -31,6 +31,8 @@ both channels (it makes the offer):
                                it acknowledged in an earlier call (null for a new viewer).
                                The kiosk then sends what that viewer missed (from
                                screening.events_since, live = false), then live events.
+                               Before it, talk (active), chat and ack-alert are refused
+                               (error not-allowed): they act under the viewer's name.
                      ack       the highest seq the viewer has received and shown (cumulative)
                      ack-alert a person acknowledged the fever alert seq (the button)
                      chat      text for the kiosk's screen (published on call.chat) and the

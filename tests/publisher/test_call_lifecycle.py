@@ -201,6 +201,7 @@ async def test_a_replaced_peers_late_messages_do_not_act_for_the_new_call(call: 
     call.remote_video = type("Pip", (), {"offer": lambda _, v, f: shown.append(v)})()  # type: ignore[assignment]
     new = call.viewers["v1"].peer
     assert isinstance(new, FakePeer)
+    new.receive(channels.Join(name="Dana"))
     new.receive(channels.TalkRequest(active=True))
     await settle()
     assert call.floor == "v1"
@@ -239,6 +240,7 @@ async def test_a_talker_whose_audio_stops_loses_the_floor(call: Call) -> None:
     bus: FakeBus = call.bus  # type: ignore[assignment]
     dana = await connected_viewer(call, "v1")
     sam = await connected_viewer(call, "v2")
+    dana.receive(channels.Join(name="Dana"))
     dana.receive(channels.TalkRequest(active=True))
     await settle()
     assert call.floor == "v1"
@@ -264,6 +266,7 @@ async def test_a_talker_gets_time_for_its_first_audio(call: Call) -> None:
     call.clock = lambda: now[0]
     dana = await connected_viewer(call, "v1")
     now[0] += 10 * call_module.FLOOR_SILENCE_S
+    dana.receive(channels.Join(name="Dana"))
     dana.receive(channels.TalkRequest(active=True))
     await settle()
     await call.tick()
@@ -271,3 +274,81 @@ async def test_a_talker_gets_time_for_its_first_audio(call: Call) -> None:
     now[0] += call_module.FLOOR_SILENCE_S + 0.1
     await call.tick()
     assert call.floor is None
+
+
+# --- join first: talk, chat and ack-alert act under the viewer's name -------------------------
+
+
+async def alert_shown_before_join(call: Call, peer: FakePeer, seq: int) -> None:
+    """A fever alert seq, and the viewer's cumulative ack reaching it (ack is allowed before join)."""
+    call.on_event(event(seq))
+    call.on_event(event(seq, "alert.fever"))
+    peer.receive(channels.Ack(seq=seq))
+    await settle()
+
+
+UNJOINED: dict[str, channels.Msg] = {
+    "talk": channels.TalkRequest(active=True),
+    "chat": channels.Say(text="hello"),
+    "ack-alert": channels.AckAlert(seq=5),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNJOINED))
+async def test_a_viewer_that_has_not_joined_is_refused_what_acts_under_its_name(
+    call: Call, kind: str
+) -> None:
+    """The floor is shown to everyone by name, chat lines carry it, and an alert's
+    acknowledgement is a record people rely on: none of them under a viewer's fallback label
+    (its id) because it never sent join."""
+    bus: FakeBus = call.bus  # type: ignore[assignment]
+    dana = await connected_viewer(call, "v1")
+    sam = await connected_viewer(call, "v2")
+    sam.receive(channels.Join(name="Sam"))
+    await alert_shown_before_join(call, dana, 5)
+    talks_at_sam = len([m for m in sam.events_sent if isinstance(m, channels.Talk)])
+    dana.receive(UNJOINED[kind])
+    await settle()
+    problems = [m for m in dana.events_sent if isinstance(m, channels.Problem)]
+    assert problems == [channels.Problem(code="not-allowed", message="send join first", ref=kind)]
+    assert call.floor is None
+    assert [t for t, _ in bus.published if t in ("call.chat", "alert.ack")] == []
+    assert not call.events.acks
+    assert len([m for m in sam.events_sent if isinstance(m, channels.Talk)]) == talks_at_sam
+    assert not [m for m in sam.events_sent if isinstance(m, channels.Chat | channels.AlertAcked)]
+
+
+@pytest.mark.parametrize("kind", list(UNJOINED))
+async def test_the_same_message_after_join_is_accepted(call: Call, kind: str) -> None:
+    bus: FakeBus = call.bus  # type: ignore[assignment]
+    bus.handler = lambda params: asyncio.sleep(0, EventsPage(events=[], last_seq=5))
+    dana = await connected_viewer(call, "v1")
+    await alert_shown_before_join(call, dana, 5)
+    dana.receive(channels.Join(name="Dana", last_seq=5))
+    await settle()
+    dana.receive(UNJOINED[kind])
+    await settle()
+    assert [m for m in dana.events_sent if isinstance(m, channels.Problem)] == []
+    if kind == "talk":
+        assert call.floor == "v1"
+        assert [m for m in dana.events_sent if isinstance(m, channels.Talk)][-1].talker == "Dana"
+    elif kind == "chat":
+        assert [(t, m.sender) for t, m in bus.published if t == "call.chat"] == [("call.chat", "Dana")]
+    else:
+        assert [(t, m.by) for t, m in bus.published if t == "alert.ack"] == [("alert.ack", "Dana")]
+
+
+async def test_before_join_ack_listen_and_a_released_talk_pass_without_a_refusal(call: Call) -> None:
+    """ack is a cursor and listen only opens the kiosk's microphone (the load viewers of
+    appliance.bench.video listen without joining); talk false before join has no floor to
+    release and is ignored."""
+    dana = await connected_viewer(call, "v1")
+    heard: list[bool] = []
+    dana.audio_track = type("Mic", (), {"listen": lambda _, on: heard.append(on)})()  # type: ignore[assignment]
+    call.on_event(event(3))
+    dana.receive(channels.Ack(seq=3))
+    dana.receive(channels.Listen(on=True))
+    dana.receive(channels.TalkRequest(active=False))
+    await settle()
+    assert heard == [True]
+    assert [m for m in dana.events_sent if isinstance(m, channels.Problem)] == []

@@ -30,6 +30,8 @@ const state = {
   offerTimer: null,
   fatal: false,
   hello: null,
+  joined: false, // this call's join went out: the kiosk takes talk and ack-alert only after it
+  afterJoin: [], // ack-alert presses made before it, sent once it went
   lastSeq: Number(sessionStorage.getItem(storageKey("seq")) || "NaN"),
   alerts: new Map(), // seq -> {event, li}
   pendingAlert: null,
@@ -219,7 +221,6 @@ async function answer(sdp) {
   if (videos[0] && "jitterBufferTarget" in videos[0].receiver) videos[0].receiver.jitterBufferTarget = 0;
   await pc.setLocalDescription(await pc.createAnswer());
   send({ type: "answer", sdp: pc.localDescription.sdp });
-  $("talk").disabled = false;
   $("camera").disabled = !videos[1];
 }
 
@@ -244,6 +245,7 @@ function closePeer() {
     pc.close();
   }
   state.events = state.telemetry = null;
+  state.joined = false;
   setChatEnabled(false);
   $("talk").disabled = true;
   $("camera").disabled = true;
@@ -257,7 +259,10 @@ function onChannel(ch) {
     state.events = ch;
     ch.onmessage = (e) => onEventMessage(JSON.parse(e.data));
     ch.onclose = () => {
-      if (state.events === ch) setChatEnabled(false);
+      if (state.events === ch) {
+        state.joined = false;
+        setChatEnabled(false);
+      }
     };
   } else if (ch.label === "telemetry") {
     state.telemetry = ch;
@@ -267,6 +272,17 @@ function onChannel(ch) {
 
 function sendEvent(msg) {
   if (state.events && state.events.readyState === "open") state.events.send(JSON.stringify(msg));
+}
+
+// An acknowledgement is a record: one pressed before this call's join (the kiosk refuses it
+// then) waits for the join instead of being lost.
+function acknowledgeAlert(seq) {
+  if (state.joined) {
+    sendEvent({ type: "ack-alert", seq });
+  } else if (!state.afterJoin.includes(seq)) {
+    state.afterJoin.push(seq);
+    if (state.afterJoin.length > 50) state.afterJoin.shift();
+  }
 }
 
 function onEventMessage(msg) {
@@ -281,7 +297,11 @@ function onEventMessage(msg) {
       // The kiosk opens its microphone only for viewers who listen (a new call starts muted
       // on the kiosk's side; say again what this page wants).
       sendEvent({ type: "listen", on: !$("video").muted });
+      state.joined = true;
+      for (const seq of state.afterJoin.splice(0)) sendEvent({ type: "ack-alert", seq });
+      // Talk and chat only now: the kiosk refuses both from a viewer that has not joined.
       setChatEnabled(true);
+      $("talk").disabled = false;
       break;
     case "event":
       onScreeningEvent(msg);
@@ -376,7 +396,7 @@ function addAlert(ev) {
   const button = document.createElement("button");
   button.type = "button";
   button.textContent = "Acknowledge";
-  button.addEventListener("click", () => sendEvent({ type: "ack-alert", seq: ev.seq }));
+  button.addEventListener("click", () => acknowledgeAlert(ev.seq));
   li.append(text, button);
   $("alerts").prepend(li);
   $("no-alerts").hidden = true;
@@ -793,7 +813,7 @@ function setup() {
     audioCtx.resume();
   });
   $("alert-ack").addEventListener("click", () => {
-    if (state.pendingAlert !== null) sendEvent({ type: "ack-alert", seq: state.pendingAlert });
+    if (state.pendingAlert !== null) acknowledgeAlert(state.pendingAlert);
   });
   $("chat-form").addEventListener("submit", (e) => {
     e.preventDefault();
