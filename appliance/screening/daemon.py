@@ -23,7 +23,9 @@ go on.
 
 A Pi has no real-time clock, so the wall clock may be stepped (by weeks) once NTP syncs: the
 store is given this boot's id and CLOCK_BOOTTIME, each result its boottime, and the tick asks
-the store to correct this boot's events right after a step (events.py explains how).
+the store to correct this boot's events right after a step (events.py explains how). The
+retention purge is told whether the kernel says the clock is synchronized
+(``appliance.clocksync``): until it is, earlier boots' events are not judged by it.
 
 Bus methods: ``screening.events_since`` (what a reconnecting consumer missed) and
 ``screening.calibrate`` (collects frames of a reference person, stores and applies the offset).
@@ -44,6 +46,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from appliance import clocksync
 from appliance.bus.client import BusClient, Subscription
 from appliance.bus.topics import (
     CalibrateParams,
@@ -157,6 +160,7 @@ class ScreeningService:
         wall: Callable[[], float] = time.time,
         boottime: Callable[[], float] = read_boottime,
         boot_id: Callable[[], str | None] = current_boot_id,
+        clock_synchronized: Callable[[], bool | None] = clocksync.wall_clock_synchronized,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -166,6 +170,8 @@ class ScreeningService:
         # With the boot id, what events.db tells a stepped wall clock by (see events.py).
         self.boottime = boottime
         self.boot_id = boot_id
+        # Whether the kernel says the wall clock is synchronized: what the purge trusts it by.
+        self.clock_synchronized = clock_synchronized
         self.started = clock()
         self._last_tick = self.started
         self.idle_period_s = 1.0 / config.thermal.idle_fps
@@ -205,6 +211,8 @@ class ScreeningService:
         self._next_purge = 0.0
         self._clock_retry_at = 0.0
         self._clock_problem: str | None = None
+        # Said once (until a purge on a synchronized clock): earlier boots' events were kept.
+        self._held_back_said = False
         self._load_settings()
 
     # --- settings and store -------------------------------------------------------------------
@@ -280,14 +288,28 @@ class ScreeningService:
         self._next_purge = self.clock() + PURGE_EVERY_S
         if self.store is None:
             return
-        cutoff = self.wall() - self.config.screening.retention_days * 86400.0
+        days = self.config.screening.retention_days
+        cutoff = self.wall() - days * 86400.0
+        synchronized = self.clock_synchronized()
         try:
-            n = self.store.purge(cutoff)
+            n = self.store.purge(cutoff, clock_synchronized=synchronized)
         except sqlite3.Error as exc:
             log.warning("events: retention purge failed: %s", exc)
             return
         if n:
-            log.info("events: purged %d events older than %d days", n, self.config.screening.retention_days)
+            log.info("events: purged %d events older than %d days", n, days)
+        if synchronized is True:
+            self._held_back_said = False
+        elif self.store.purge_spared and not self._held_back_said:
+            self._held_back_said = True
+            log.warning(
+                "events: the wall clock is %s, so the retention purge kept %d rows of earlier boots "
+                "that look older than %d days by it (a clock wrongly ahead would delete them for "
+                "good); they are purged once the clock is synchronized",
+                "not synchronized" if synchronized is False else "not known to be synchronized",
+                self.store.purge_spared,
+                days,
+            )
 
     def check_clock(self) -> None:
         """Correct this boot's events in events.db right after a wall-clock step, so that the

@@ -64,6 +64,18 @@ database) is corrected from its own ``Draft.boottime``. Earlier boots' rows cann
 corrected (nothing links their stamps to this boot's clock) and keep theirs; so do the rows
 of a file from before these keys (they count as an earlier boot's).
 
+For the same reason the retention purge trusts the current clock with earlier boots' rows only
+once it is synchronized. A clock wrongly *ahead* at boot (a bad RTC module, a fake-hwclock file
+saved from a wrong time, a wrong manual set) would otherwise make all of them look old and
+delete them for good; a later NTP step corrects only this boot's. So ``purge`` is told whether
+the kernel says the clock is synchronized (``appliance.clocksync``). This boot's rows (seq at
+or above ``clock_first_seq``) are always purged against the current clock: they are stamped by
+it and corrected with it. Earlier boots' rows are too when it is synchronized; otherwise (not
+synchronized, or unknown) against ``min(now, the newest earlier-boot row's wall_ts)`` minus the
+retention, in the same transaction: an unsynchronized clock never deletes more of them than a
+purge at the end of the previous boot would have. Once the clock is synchronized, the next
+purge catches up.
+
 A damaged file (not a database, failed integrity check, a schema this firmware does not
 know) is never a crash loop: ``open`` logs it loudly, moves it aside as
 ``events.db.damaged-<UTC time>`` (with its -wal) for a person to look at, and starts a new
@@ -293,6 +305,9 @@ class EventStore:
         self._boottime: Callable[[], float] = read_boottime
         # The writer's view of this boot's clock (None on a reader, which corrects nothing).
         self._clock: _ClockBase | None = None
+        # Earlier boots' rows the last purge kept because the clock was not known to be
+        # synchronized (rows it would have deleted against the current clock).
+        self.purge_spared = 0
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -544,16 +559,48 @@ class EventStore:
         self._settled(step)
         return Appended(seq, result, alert)
 
-    def purge(self, older_than_wall_ts: float) -> int:
-        """Delete events older than the given wall time; the seq high-water mark stays."""
+    def purge(self, older_than_wall_ts: float, *, clock_synchronized: bool | None) -> int:
+        """Delete events older than the given wall time (now minus the retention); how many
+        rows went. The seq high-water mark stays.
+
+        ``clock_synchronized`` (``clocksync.wall_clock_synchronized``): unless True, earlier
+        boots' rows are judged against the end of the last boot rather than now (see above);
+        ``purge_spared`` then says how many rows that kept."""
         self._writable()
         with self._transaction():
             # Never on a stale view: this boot's rows stamped before a clock step would look
             # as old as the step is long.
             step = self._settle_clock()
-            cur = self._conn.execute("DELETE FROM events WHERE wall_ts < ?", (older_than_wall_ts,))
+            base = step.base if step is not None else self._clock
+            # Without a base (not the case for a writer), every row counts as an earlier boot's.
+            first = base.first_seq if base is not None else self._max_row_seq() + 1
+            earlier = older_than_wall_ts
+            spared = 0
+            if clock_synchronized is not True:
+                newest = self._conn.execute(
+                    "SELECT max(wall_ts) FROM events WHERE seq < ?", (first,)
+                ).fetchone()[0]
+                if newest is not None:
+                    # min(now, newest) - retention, the retention being now - older_than_wall_ts.
+                    held = float(newest) - (self._wall() - older_than_wall_ts)
+                    # A NaN from a broken clock: delete none of them.
+                    earlier = min(earlier, held) if math.isfinite(held) else -math.inf
+                    spared = int(
+                        self._conn.execute(
+                            "SELECT count(*) FROM events WHERE seq < ? AND wall_ts >= ? AND wall_ts < ?",
+                            (first, earlier, older_than_wall_ts),
+                        ).fetchone()[0]
+                    )
+            # Two statements, so that each can use the index on wall_ts.
+            deleted = self._conn.execute(
+                "DELETE FROM events WHERE wall_ts < ? AND seq >= ?", (older_than_wall_ts, first)
+            ).rowcount
+            deleted += self._conn.execute(
+                "DELETE FROM events WHERE wall_ts < ? AND seq < ?", (earlier, first)
+            ).rowcount
         self._settled(step)
-        return int(cur.rowcount)
+        self.purge_spared = spared
+        return int(deleted)
 
     def flush(self) -> None:
         """Make every committed event durable against a power cut: a checkpoint, in which SQLite

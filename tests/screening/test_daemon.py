@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import sqlite3
 import tempfile
 import time
@@ -636,7 +637,12 @@ def test_results_waiting_for_events_db_at_shutdown_are_written_or_reported_lost(
 # --- a wall clock stepped by NTP (no real-time clock on a Pi) -------------------------------------
 
 
-def _clocked_service(config: AppConfig, clocks: Clocks, bus: _Bus | None = None) -> ScreeningService:
+def _clocked_service(
+    config: AppConfig,
+    clocks: Clocks,
+    bus: _Bus | None = None,
+    clock_synchronized: Callable[[], bool | None] = lambda: True,
+) -> ScreeningService:
     return ScreeningService(
         config,
         bus or _Bus(),  # type: ignore[arg-type]
@@ -644,6 +650,7 @@ def _clocked_service(config: AppConfig, clocks: Clocks, bus: _Bus | None = None)
         wall=clocks.wall,
         boottime=clocks.boottime,
         boot_id=lambda: "boot-now",
+        clock_synchronized=clock_synchronized,
     )
 
 
@@ -710,4 +717,53 @@ def test_the_tick_corrects_at_once_and_a_result_that_waited_gets_todays_time(
     assert published == [stale, stale + 60 * 86400 + 10.0, stale + 60 * 86400 + 10.0]
     page = svc.events_since(EventsSince(seq=0))
     assert [e.result.wall_ts for e in page.events] == [stale + 60 * 86400, *published[1:]]
+    svc.close_store()
+
+
+def test_a_clock_ahead_and_not_synchronized_spares_earlier_boots_results_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The last boot ended a day ago; this one came up a year ahead (a bad RTC module) and NTP
+    # has not synced. Its start-up purge used to delete every earlier result.
+    config = make_config(tmp_path / "state", tmp_path)
+    days = config.screening.retention_days
+    true_now = float(int(time.time()))
+    for age_days in (days + 5, 1):
+        old = Clocks(true_now - age_days * 86400)
+        with EventStore.open(
+            config.paths.state_dir / "events.db",
+            boot_id=f"boot-{age_days}",
+            now=old.wall,
+            boottime=old.boottime,
+        ) as store:
+            store.append(Draft(old.wall(), 0.0, 1.0, "elevated", 39.0, 0.9, threshold_c=38.0))
+    clocks = Clocks(true_now + 365 * 86400)
+    synced: list[bool | None] = [False]
+    asked: list[bool | None] = []
+
+    def clock_synchronized() -> bool | None:
+        asked.append(synced[0])
+        return synced[0]
+
+    svc = _clocked_service(config, clocks, clock_synchronized=clock_synchronized)
+    with caplog.at_level("INFO", logger=daemon.__name__):
+        svc.open_store()  # purges at once
+        assert asked == [False]
+        # The result already beyond the retention when the last boot ended goes; the other stays.
+        assert [(s, t) for s, t, *_ in _stamps(svc.store_path)] == [
+            (2, "screening.result"),
+            (2, "alert.fever"),
+        ]
+        synced[0] = None  # cannot tell: the same
+        svc.purge()
+        clocks.advance(3600.0)
+        svc.purge()
+        assert len(_stamps(svc.store_path)) == 2
+        said = [r for r in caplog.records if "not synchronized" in r.getMessage()]
+        assert len(said) == 1, [r.getMessage() for r in caplog.records]
+        assert said[0].levelno == logging.WARNING and "2 rows" in said[0].getMessage()
+        synced[0] = True  # NTP synced (without stepping it, to make the point): now it is trusted
+        svc.purge()
+        assert _stamps(svc.store_path) == []
+    assert asked == [False, None, None, True]
     svc.close_store()

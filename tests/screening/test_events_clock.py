@@ -78,9 +78,9 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "state" / "events.db"
 
 
-def previous_boot(db: Path) -> None:
-    """Two results of an earlier boot, on a synced clock: 40 and 10 days before TRUE_NOW."""
-    for age_days in (40, 10):
+def previous_boot(db: Path, ages_days: tuple[int, ...] = (40, 10)) -> None:
+    """Results of earlier boots, on a synced clock: by default 40 and 10 days before TRUE_NOW."""
+    for age_days in ages_days:
         clocks = Clocks(TRUE_NOW - age_days * DAY)
         with open_store(db, clocks, f"boot-{age_days}") as store:
             store.append(draft(clocks))
@@ -99,8 +99,8 @@ def test_a_step_forward_corrects_this_boots_rows_and_the_purge_keeps_them(
         clocks.step(60 * DAY)  # NTP syncs
         with caplog.at_level(logging.INFO, logger=events.__name__):
             # 30-day retention: only the 40-day-old result of the earlier boot is due.
-            assert store.purge(clocks.wall() - 30 * DAY) == 1
-            assert store.purge(clocks.wall() - 30 * DAY) == 0
+            assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 1
+            assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 0
         fixed = stamps(db)
         assert sorted(fixed) == [(2, "screening.result"), (3, "screening.result"), (4, "alert.fever"),
                                  (4, "screening.result"), (5, "screening.result")]  # fmt: skip
@@ -132,12 +132,12 @@ def test_a_restart_in_the_same_boot_after_the_step_still_corrects(db: Path) -> N
     clocks.advance(600.0)
     clocks.step(60 * DAY)
     with open_store(db, clocks, "boot-now") as store:  # restarted, same boot
-        assert store.purge(clocks.wall() - 30 * DAY) == 0
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 0
     after = stamps(db)
     assert after == {k: (v[0] + 60 * DAY, v[1] + 60 * DAY) for k, v in before.items()}
     # Reopened again in the same boot: the correction is not applied twice.
     with open_store(db, clocks, "boot-now") as store:
-        store.purge(clocks.wall() - 30 * DAY)
+        store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True)
     assert stamps(db) == after
 
 
@@ -152,7 +152,7 @@ def test_rows_of_an_earlier_boot_are_left_alone_after_a_reboot(db: Path) -> None
     with open_store(db, clocks, "boot-2") as store:
         clocks.step(3600.0)
         store.append(draft(clocks))
-        assert store.purge(clocks.wall() - 90 * DAY) == 0
+        assert store.purge(clocks.wall() - 90 * DAY, clock_synchronized=True) == 0
     assert stamps(db)[(1, "screening.result")] == before[(1, "screening.result")]
 
 
@@ -162,11 +162,11 @@ def test_a_step_backwards_corrects_rows_stamped_in_the_future(db: Path) -> None:
         store.append(draft(clocks))
         stamped = clocks.wall()
         clocks.step(-60 * DAY)
-        store.purge(clocks.wall() - 30 * DAY)
+        store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True)
         assert [e.result.wall_ts for e in store.since(0).events] == [stamped - 60 * DAY]
         # They age like any other result now: due once older than the retention.
         clocks.advance(31 * DAY)
-        assert store.purge(clocks.wall() - 30 * DAY) == 1
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 1
 
 
 def test_a_small_drift_below_the_tolerance_changes_nothing(
@@ -178,7 +178,7 @@ def test_a_small_drift_below_the_tolerance_changes_nothing(
         before = stamps(db)
         clocks.step(CLOCK_STEP_TOLERANCE_S * 0.75)
         with caplog.at_level(logging.INFO, logger=events.__name__):
-            store.purge(clocks.wall() - 30 * DAY)
+            store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True)
             store.append(draft(clocks))
     assert {k: v for k, v in stamps(db).items() if k[0] == 1} == before
     assert not [r for r in caplog.records if "stepped" in r.getMessage()]
@@ -210,7 +210,7 @@ def test_a_correction_that_cannot_be_written_loses_nothing_and_is_done_by_the_ne
         with pytest.raises(sqlite3.DatabaseError):
             store.append(draft(clocks))
         with pytest.raises(sqlite3.DatabaseError):
-            store.purge(clocks.wall() - 30 * DAY)  # never purges on the stale view
+            store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True)  # never purges on the stale view
         store._conn.set_authorizer(None)
         assert stamps(db) == before  # nothing half-done
         assert store.append(draft(clocks)).seq == 2
@@ -238,7 +238,110 @@ def test_a_database_from_before_this_change_opens_and_purges_as_before(db: Path)
     with open_store(db, clocks, "boot-now") as store:
         clocks.step(60 * DAY)
         # Old rows count as an earlier boot's: purged by their stamps, as before.
-        assert store.purge(clocks.wall() - 30 * DAY) == 2
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 2
         assert store.append(draft(clocks)).seq == 3
     with open_store(db, clocks, "boot-now") as store:
         assert store.last_seq == 3 and store.count() == 1
+
+
+# --- a clock wrongly ahead at boot, before NTP (if ever) syncs ----------------------------------
+# Earlier boots' rows cannot be corrected later, so a purge must not trust an unsynchronized
+# clock with them: it deletes no more of them than a purge at the end of the last boot would.
+
+AHEAD = TRUE_NOW + 365 * DAY  # a bad RTC module, a fake-hwclock file saved from a wrong time
+
+
+def seqs(db: Path) -> list[int]:
+    return sorted({seq for seq, _ in stamps(db)})
+
+
+@pytest.mark.parametrize("synchronized", [False, None])
+def test_a_clock_a_year_ahead_and_not_synchronized_spares_earlier_boots_rows(
+    db: Path, synchronized: bool | None
+) -> None:
+    previous_boot(db, (45, 10))  # seqs 1 and 2; the last boot ended 10 days before TRUE_NOW
+    clocks = Clocks(AHEAD)
+    with open_store(db, clocks, "boot-now") as store:
+        store.append(draft(clocks))  # seq 3
+        # Against the wrong now, both would go. Against the last boot's end, only the row that
+        # was already beyond the retention then.
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=synchronized) == 1
+        assert store.purge_spared == 1
+        assert seqs(db) == [2, 3]
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=synchronized) == 0
+        assert store.purge_spared == 1
+        assert store.last_seq == 3
+
+
+def test_the_same_clock_synchronized_purges_earlier_boots_rows_against_it(db: Path) -> None:
+    previous_boot(db, (45, 10))
+    clocks = Clocks(AHEAD)
+    with open_store(db, clocks, "boot-now") as store:
+        store.append(draft(clocks))
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=False) == 1
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=True) == 1
+        assert store.purge_spared == 0
+        assert seqs(db) == [3]
+        assert store.last_seq == 3  # the high-water mark stays
+    with open_store(db, clocks, "boot-next") as store:
+        assert store.append(draft(clocks)).seq == 4
+
+
+@pytest.mark.parametrize("synchronized", [True, False, None])
+def test_this_boots_rows_beyond_the_retention_are_purged_either_way(
+    db: Path, synchronized: bool | None
+) -> None:
+    previous_boot(db, (10,))  # seq 1
+    clocks = Clocks(AHEAD)
+    with open_store(db, clocks, "boot-now") as store:
+        store.append(draft(clocks, "elevated"))  # seq 2 and its alert
+        clocks.advance(31 * DAY)  # the device stays up a month on its wrong clock
+        store.append(draft(clocks))  # seq 3
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=synchronized) == (
+            3 if synchronized else 2
+        )
+    assert seqs(db) == ([3] if synchronized else [1, 3])
+
+
+@pytest.mark.parametrize("synchronized", [True, False, None])
+def test_a_file_with_no_earlier_boots_rows_purges_as_before(db: Path, synchronized: bool | None) -> None:
+    clocks = Clocks(AHEAD)
+    with open_store(db, clocks, "boot-now") as store:
+        store.append(draft(clocks, "elevated"))
+        clocks.advance(31 * DAY)
+        store.append(draft(clocks))
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=synchronized) == 2
+        assert store.purge_spared == 0
+        assert seqs(db) == [2]
+
+
+def test_a_clock_behind_the_earlier_boots_purges_as_before_even_unsynchronized(db: Path) -> None:
+    previous_boot(db, (45, 10))
+    clocks = Clocks(STALE)  # 1970 or a stale fake-hwclock: nothing looks old, nothing goes
+    with open_store(db, clocks, "boot-now") as store:
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=False) == 0
+        assert store.purge_spared == 0
+    assert seqs(db) == [1, 2]
+
+
+def test_rows_from_before_the_clock_keys_count_as_an_earlier_boots_when_unsynchronized(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.executescript(events._SCHEMA)
+    conn.execute(f"PRAGMA user_version = {events.SCHEMA_VERSION}")
+    encoder = msgspec.msgpack.Encoder()
+    for seq, ts in ((1, TRUE_NOW - 45 * DAY), (2, TRUE_NOW - 10 * DAY)):
+        payload = encoder.encode(ScreeningResult(seq=seq, wall_ts=ts, start=0.0, end=1.0, result="normal",
+                                                 estimate_c=36.5, confidence=0.9))  # fmt: skip
+        conn.execute("INSERT INTO events VALUES (?, 'screening.result', ?, 'normal', NULL, NULL, ?)",
+                     (seq, ts, payload))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)", [("last_seq", 2), ("boot_id", "boot-now"), ("clean", 1)]
+    )
+    conn.commit()
+    conn.close()
+    clocks = Clocks(AHEAD)
+    with open_store(db, clocks, "boot-now") as store:
+        assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=None) == 1
+        assert store.purge_spared == 1
+    assert seqs(db) == [2]
