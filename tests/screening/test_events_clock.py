@@ -217,23 +217,29 @@ def test_a_correction_that_cannot_be_written_loses_nothing_and_is_done_by_the_ne
     assert stamps(db)[(1, "screening.result")] == (STALE + 60 * DAY, STALE + 60 * DAY)
 
 
-def test_a_database_from_before_this_change_opens_and_purges_as_before(db: Path) -> None:
-    # What the previous firmware left: no clock keys in meta, stamped in this very boot.
+def write_pre_clock_keys_db(db: Path, *stamps: float) -> None:
+    """What the firmware before the clock keys left: no clock keys in meta, one result per
+    stamp (seq 1, 2, ...), written in boot "boot-now"."""
     db.parent.mkdir(parents=True)
     conn = sqlite3.connect(db)
     conn.executescript(events._SCHEMA)
     conn.execute(f"PRAGMA user_version = {events.SCHEMA_VERSION}")
     encoder = msgspec.msgpack.Encoder()
-    for seq, ts in ((1, STALE - 40 * DAY), (2, STALE)):
+    for seq, ts in enumerate(stamps, 1):
         payload = encoder.encode(ScreeningResult(seq=seq, wall_ts=ts, start=0.0, end=1.0, result="normal",
                                                  estimate_c=36.5, confidence=0.9))  # fmt: skip
         conn.execute("INSERT INTO events VALUES (?, 'screening.result', ?, 'normal', NULL, NULL, ?)",
                      (seq, ts, payload))  # fmt: skip
     conn.executemany(
-        "INSERT INTO meta VALUES (?, ?)", [("last_seq", 2), ("boot_id", "boot-now"), ("clean", 1)]
+        "INSERT INTO meta VALUES (?, ?)", [("last_seq", len(stamps)), ("boot_id", "boot-now"), ("clean", 1)]
     )
     conn.commit()
     conn.close()
+
+
+def test_a_database_from_before_this_change_opens_and_purges_as_before(db: Path) -> None:
+    # What the previous firmware left: no clock keys in meta, stamped in this very boot.
+    write_pre_clock_keys_db(db, STALE - 40 * DAY, STALE)
     clocks = Clocks(STALE)
     with open_store(db, clocks, "boot-now") as store:
         clocks.step(60 * DAY)
@@ -325,21 +331,7 @@ def test_a_clock_behind_the_earlier_boots_purges_as_before_even_unsynchronized(d
 
 
 def test_rows_from_before_the_clock_keys_count_as_an_earlier_boots_when_unsynchronized(db: Path) -> None:
-    db.parent.mkdir(parents=True)
-    conn = sqlite3.connect(db)
-    conn.executescript(events._SCHEMA)
-    conn.execute(f"PRAGMA user_version = {events.SCHEMA_VERSION}")
-    encoder = msgspec.msgpack.Encoder()
-    for seq, ts in ((1, TRUE_NOW - 45 * DAY), (2, TRUE_NOW - 10 * DAY)):
-        payload = encoder.encode(ScreeningResult(seq=seq, wall_ts=ts, start=0.0, end=1.0, result="normal",
-                                                 estimate_c=36.5, confidence=0.9))  # fmt: skip
-        conn.execute("INSERT INTO events VALUES (?, 'screening.result', ?, 'normal', NULL, NULL, ?)",
-                     (seq, ts, payload))  # fmt: skip
-    conn.executemany(
-        "INSERT INTO meta VALUES (?, ?)", [("last_seq", 2), ("boot_id", "boot-now"), ("clean", 1)]
-    )
-    conn.commit()
-    conn.close()
+    write_pre_clock_keys_db(db, TRUE_NOW - 45 * DAY, TRUE_NOW - 10 * DAY)
     clocks = Clocks(AHEAD)
     with open_store(db, clocks, "boot-now") as store:
         assert store.purge(clocks.wall() - 30 * DAY, clock_synchronized=None) == 1
