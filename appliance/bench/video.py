@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -133,6 +134,8 @@ class Kiosk:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.sockets: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._readers: list[threading.Thread] = []
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         # The notify socket stays open for the daemon's life, as systemd's does: a daemon whose
@@ -158,7 +161,24 @@ class Kiosk:
         except TimeoutError:
             text = (self.dir / f"{name}.log").read_text()[-2000:]
             raise RuntimeError(f"{name} did not start: {text}") from None
+        # And read on, as systemd does: a datagram socket nobody reads takes only
+        # net.unix.max_dgram_qlen messages (10 by default), after which the daemon's next
+        # sd_notify blocks, and with it the daemon's event loop (the broker's status line every
+        # few seconds stopped the bus after about three minutes).
+        reader = threading.Thread(target=self._drain, args=(sock,), name=f"notify-{name}", daemon=True)
+        reader.start()
+        self._readers.append(reader)
         return proc
+
+    def _drain(self, sock: socket.socket) -> None:
+        sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -168,6 +188,9 @@ class Kiosk:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._stop.set()
+        for reader in self._readers:
+            reader.join(5)
         for sock in self.sockets:
             sock.close()
 
