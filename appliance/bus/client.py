@@ -727,8 +727,10 @@ class BusClient:
         laid out otherwise than encode_frame writes it, a frame that does not decode -- and
         leaves the rest to _on_frames through the general decoder, which also says what is
         wrong with a bad one. Starts at `pos`; returns where it stopped. A subscriber's
-        per-message path: measured with 200-byte messages, about 0.4 us a message against 1.3
-        for the general decoder and the payload's decode."""
+        per-message path: in a hot loop with 200-byte messages the whole receive path (this,
+        the route, Received and the subscription's queue) takes 1.6 us a message, against 2.3
+        through the general decoder. Its first lines mirror Broker.fast_publish's: a shared
+        helper would cost a call per message on both hot paths."""
         n = len(data)
         view: memoryview | None = None
         unpack = PREFIX.unpack_from
