@@ -38,11 +38,11 @@ from appliance.bus.framing import (
     ErrorInfo,
     Frame,
     FrameDecoder,
-    TypedEnvelope,
     encode_error,
     encode_frame,
     frame_size,
     pub_topic,
+    typed_pub_decoder,
 )
 from appliance.bus.topics import (
     EVENT,
@@ -390,8 +390,7 @@ class Broker:
             return None
         if len(self._fast_pub) >= _MAX_ROUTES:
             self._fast_pub.clear()  # scratch topics are unbounded; the real ones are few
-        decoder: msgspec.msgpack.Decoder[object] = msgspec.msgpack.Decoder(TypedEnvelope[spec.type])  # type: ignore[name-defined]
-        entry = self._fast_pub[raw_topic] = (topic, spec, decoder)
+        entry = self._fast_pub[raw_topic] = (topic, spec, typed_pub_decoder(spec.type))
         return entry
 
     def _fan_out(self, topic: str, delivery: Delivery, raw: bytes | memoryview) -> None:

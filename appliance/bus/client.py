@@ -36,12 +36,12 @@ from appliance.bus.framing import (
     ErrorInfo,
     Frame,
     FrameDecoder,
-    TypedEnvelope,
     encode_error,
     encode_frame,
     encode_pub,
     frame_size,
     pub_topic,
+    typed_pub_decoder,
 )
 from appliance.bus.topics import (
     EVENT,
@@ -69,8 +69,6 @@ _HEALTHY_S = 1.0
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
-# Per message type, the decoder of a whole pub header with its payload as that type (the fast path).
-_typed_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
@@ -711,10 +709,7 @@ class BusClient:
             targets, delivery, _ = route
             spec = topic_spec(topic)
             assert spec is not None  # _route made a route only for a known topic
-            dec = _typed_decoders.get(spec.type)
-            if dec is None:
-                dec = _typed_decoders[spec.type] = msgspec.msgpack.Decoder(TypedEnvelope[spec.type])  # type: ignore[name-defined]
-            entry = (topic, targets, delivery, dec)
+            entry = (topic, targets, delivery, typed_pub_decoder(spec.type))
         if len(self._fast_routes) >= _MAX_CACHED_TOPICS:
             self._fast_routes.clear()
         self._fast_routes[raw_topic] = entry

@@ -12,8 +12,9 @@ bytes unchanged, without re-encoding.
 
 from __future__ import annotations
 
+import functools
 import struct
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -57,6 +58,14 @@ class TypedEnvelope(msgspec.Struct, Generic[T], array_like=True, frozen=True, gc
     seq: int
     ts: float
     payload: T
+
+
+@functools.cache
+def typed_pub_decoder(typ: type) -> msgspec.msgpack.Decoder[Any]:
+    """The decoder of a pub frame's whole header with its payload as `typ` (one per message
+    type, shared by the broker's and the clients' fast paths; the types are the few declared in
+    topics.py)."""
+    return msgspec.msgpack.Decoder(TypedEnvelope[typ])  # type: ignore[valid-type]
 
 
 # How encode_frame's header starts for a pub frame: a 5-element array (fixarray), then "pub"
