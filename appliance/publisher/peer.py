@@ -57,7 +57,13 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from appliance.publisher import aiortc_rtcp_router, aiortc_sender_loop, aiortc_sender_reports, channels
+from appliance.publisher import (
+    aiortc_report_clock,
+    aiortc_rtcp_router,
+    aiortc_sender_loop,
+    aiortc_sender_reports,
+    channels,
+)
 from appliance.publisher.audio import OpusFeed, OpusTrack
 from appliance.publisher.video import PassthroughTrack, SharedPacketizer, VideoSource
 from appliance.room import protocol
@@ -175,6 +181,11 @@ class ViewerPeer:
             setattr(camera.sender, "_RTCRtpSender__encoder", SharedPacketizer())  # noqa: B010
             aiortc_sender_loop.install(camera.sender)
         aiortc_sender_reports.install(camera.sender)
+        # RTCP reports on the camera's frames rather than timers of their own: on every sender
+        # and receiver aiortc would start (a recvonly transceiver's sender never sends).
+        clock = video.report_clock
+        if clock is not None:
+            aiortc_report_clock.install_sender(camera.sender, clock)
 
         self.audio_track: OpusTrack | None = None
         if audio is not None:
@@ -182,13 +193,18 @@ class ViewerPeer:
             self._tracks.append(self.audio_track)
             mic = self.pc.addTransceiver(self.audio_track, direction="sendrecv")
             aiortc_sender_reports.install(mic.sender)  # silent until the viewer unmutes
+            if clock is not None:
+                aiortc_report_clock.install_sender(mic.sender, clock)
         else:
             mic = self.pc.addTransceiver("audio", direction="recvonly")
+        if clock is not None:
+            aiortc_report_clock.install_receiver(mic.receiver, clock)
         mic.setCodecPreferences(opus_preferences())
         if remote_video:
-            self.pc.addTransceiver("video", direction="recvonly").setCodecPreferences(
-                viewer_video_preferences()
-            )
+            viewer_camera = self.pc.addTransceiver("video", direction="recvonly")
+            viewer_camera.setCodecPreferences(viewer_video_preferences())
+            if clock is not None:
+                aiortc_report_clock.install_receiver(viewer_camera.receiver, clock)
 
         self.telemetry = self.pc.createDataChannel(channels.TELEMETRY, ordered=False, maxRetransmits=0)
         self.events = self.pc.createDataChannel(channels.EVENTS)

@@ -51,6 +51,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.bus.client import Subscription
 from appliance.bus.topics import H264AccessUnit
+from appliance.publisher.aiortc_report_clock import FrameClock
 from appliance.publisher.keyframes import KeyframeRequests
 from appliance.publisher.packettrack import PacketTrack, Sink
 
@@ -64,6 +65,9 @@ TRACK_QUEUE = 30
 class VideoSource(Protocol):
     """What a viewer's peer needs from the video path (the passthrough feed, or the bench's
     re-encoding baseline)."""
+
+    # What the viewers' RTCP report timers wake on (the camera's frames), or None: their own timers.
+    report_clock: FrameClock | None
 
     def track(self) -> MediaStreamTrack: ...
 
@@ -193,6 +197,9 @@ class CameraFeed:
         self.width = 0
         self.height = 0
         self._camera_refused = False
+        # Ticked once per access unit: the viewers' RTCP reports go out on the frames
+        # (aiortc_report_clock, installed by peer.py).
+        self.report_clock = FrameClock()
 
     # --- the viewers' side ------------------------------------------------------------------
 
@@ -243,15 +250,16 @@ class CameraFeed:
         self.width, self.height = msg.width, msg.height
         if msg.keyframe:
             self.requests.keyframe_seen()
-        if not self._tracks:
-            return
-        packet = av.Packet(data)
-        packet.pts = msg.pts
-        packet.dts = msg.pts  # no B-frames: decode order is presentation order
-        packet.time_base = Fraction(1, msg.time_base_den)
-        # One packet object for every track: the senders only read it (bytes, pts, time_base).
-        for track in list(self._tracks):
-            track.offer(packet, msg.keyframe)
+        if self._tracks:
+            packet = av.Packet(data)
+            packet.pts = msg.pts
+            packet.dts = msg.pts  # no B-frames: decode order is presentation order
+            packet.time_base = Fraction(1, msg.time_base_den)
+            # One packet object for every track: the senders only read it (bytes, pts, time_base).
+            for track in list(self._tracks):
+                track.offer(packet, msg.keyframe)
+        # The reports due go out now, right behind the frame, while everything is awake.
+        self.report_clock.tick()
 
     # --- requests to the camera -------------------------------------------------------------
 
