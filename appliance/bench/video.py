@@ -14,8 +14,9 @@ Debian's headless Chromium on the viewer page). The publisher runs `PublisherSer
 
 The raw frames for the encoding runs come from the camera daemon's shared-memory preview ring,
 configured at the full 640x480 for this benchmark, so those runs pay for encoding and not for
-decoding H.264 first (the comparison favours them). Publisher CPU is utime + stime of its
-process (every thread, encoder threads included) over the measurement window; the 1- and
+decoding H.264 first (the comparison favours them). Publisher CPU is its process's CPU time
+(every thread, encoder threads included; the kernel's process CPU clock, to the nanosecond:
+measure.cpu_seconds) over the measurement window; the 1- and
 4-viewer passthrough figures come from one publisher process, viewers added between windows.
 The headline viewers leave the kiosk's sound off (see bench_video); `full_call` has them
 listening too.
@@ -239,6 +240,7 @@ def _ring_video(bus: Any, run_dir: Path) -> Any:
 
     class RelayedVideo:
         def __init__(self) -> None:
+            self.report_clock = None  # aiortc's own RTCP report timers
             self.relay = MediaRelay()
             self.source = RingTrack()
 
@@ -493,7 +495,7 @@ async def _chromium(base: str, invite: str, joins: int, seconds: float) -> dict[
 # --- the suite ---------------------------------------------------------------------------------
 
 
-FANOUT_REPEATS = 3  # the headline fan-out stages, median of (see _scenario)
+FANOUT_REPEATS = 5  # the headline fan-out stages, median of (see _scenario)
 
 
 def _ratios(cpu: dict[str, float]) -> dict[str, float]:
@@ -512,9 +514,10 @@ def _scenario(
     """The runs of one scenario: publisher CPU for each video path and viewer count.
 
     The fan-out stages (1 viewer, then 4) run `repeats` times, each in a fresh publisher; the
-    figures are those of the run with the median 4:1 ratio. On a shared 2-core machine one
-    15 s window moves that ratio by about +-0.08 from run to run (a few ms of CPU either way),
-    so one run says less than the middle of three; every run's ratio is in the output."""
+    figures are those of the run with the median 4:1 ratio. On a shared 2-core machine the
+    ratio of one pair of 15 s windows ranges over +-0.15 from run to run (the publisher's CPU in
+    a window moves by about 4 % either way, read to the nanosecond), so one run says little and
+    the middle of five more than the middle of three; every run's ratio is in the output."""
     fanouts = [_cpu_runs("passthrough", [1, 4], kiosk, room, seconds, listen=listen) for _ in range(repeats)]
     ratios = [r[4]["cpu_percent"] / r[1]["cpu_percent"] for r in fanouts]
     passthrough = fanouts[sorted(range(repeats), key=ratios.__getitem__)[repeats // 2]]
