@@ -135,9 +135,11 @@ def test_a_hotter_person_at_the_same_geometry_never_reads_lower(face: float, del
 @given(st.floats(32.0, 36.5), st.floats(0.01, 1.5), st.sampled_from([0.25, 0.35, 0.45]), st.integers(0, 1000))
 def test_with_noise_a_hotter_person_never_reads_visibly_lower(face: float, delta: float, d: float,
                                                               seed: int) -> None:  # fmt: skip
-    # Same seed, same noise draws. Quantisation can move the distance a millimetre, and
-    # with it the estimate by a thousandth of a degree; never by what a display shows.
-    assert window_from_frames(face + delta, d, seed) >= window_from_frames(face, d, seed) - 0.01
+    # Same seed, same noise draws. A slightly hotter face can push a pixel over one of the
+    # sensor's 0.25 °C steps, which moves the distance the blob gives and with it the estimate:
+    # by up to 0.017 °C in 1,800 random draws (this test's 0.01 failed CI once: face 35.906,
+    # delta 0.012, 0.45 m, seed 167 read 0.0116 lower). Never by a display step (0.1 °C).
+    assert window_from_frames(face + delta, d, seed) >= window_from_frames(face, d, seed) - 0.03
 
 
 @given(
