@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 _CPUCLOCK_SCHED = 2  # <linux/posix-timers.h>: a CPU clock counting the scheduler's runtime
 
@@ -19,13 +17,6 @@ def cpu_seconds(pid: int) -> float:
     at about 2 % of a core, so a 15 s window holds 300 ms of its CPU, and the rounding at each
     end alone moved a window's figure by up to 4 % (the video bench's 4:1 ratio by up to 0.07)."""
     return time.clock_gettime_ns(((~pid) << 3) | _CPUCLOCK_SCHED) / 1e9
-
-
-def proc_stat_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds, from /proc/PID/stat (clock ticks; the name may
-    hold spaces and parentheses, so the fields are counted from the last ')')."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float:
